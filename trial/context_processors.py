@@ -1,0 +1,24 @@
+from typing import Any
+
+from django.http import HttpRequest
+
+from trial.permissions import Capability
+from trial.selectors import has_capability, memberships_of
+
+
+def navigation(request: HttpRequest) -> dict[str, Any]:
+    """What the menu offers: decided from capabilities, so a link is shown
+    only where the page would answer."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {
+        "nav": {
+            "recruitment": has_capability(user, Capability.VIEW_RECRUITMENT),
+            "participants": has_capability(user, Capability.VIEW_PARTICIPANTS),
+            "screen": has_capability(user, Capability.SCREEN),
+            "audit": has_capability(user, Capability.VIEW_AUDIT),
+            "admin": has_capability(user, Capability.MANAGE_TRIAL),
+        },
+        "my_memberships": memberships_of(user),
+    }
