@@ -1,1 +1,320 @@
-def exception_handler(exc, context): ...
+"""REST API for enrollment and the audit trail, under /api/v1/.
+
+One view per endpoint: validate the input → read through a selector (scoping:
+403/404) → call one service → serialize. Domain errors become 400/403/409
+with a message (see `exception_handler`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from trial import selectors, services
+from trial.actors import Actor
+from trial.errors import DomainError, RuleViolation
+from trial.permissions import Capability
+from trial.serializers import (
+    AuditEventSerializer,
+    AuditFilterInput,
+    ConsentRenewInput,
+    ConsentSerializer,
+    EligibilityInput,
+    EnrollInput,
+    ErrorSerializer,
+    ParticipantSerializer,
+    RecruitmentRowSerializer,
+    ReferenceResultCorrectInput,
+    ReferenceResultInput,
+    ReferenceResultSerializer,
+    ScreeningCloseInput,
+    ScreeningCorrectInput,
+    ScreeningCreateInput,
+    ScreeningEntrySerializer,
+    SiteSerializer,
+    TrialSerializer,
+    WithdrawalSerializer,
+    WithdrawInput,
+)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        return Response(
+            {"detail": exc.message, "field": exc.field, "code": type(exc).__name__},
+            status=exc.status_code,
+        )
+    return drf_exception_handler(exc, context)
+
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid input or a broken rule"),
+    403: OpenApiResponse(ErrorSerializer, description="Your role does not permit this"),
+    404: OpenApiResponse(ErrorSerializer, description="Not found within your trials and sites"),
+    409: OpenApiResponse(ErrorSerializer, description="Clashes with the current state"),
+}
+
+
+def _validated(serializer_class: type, data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _user_by_id(user_id: int, field: str) -> Any:
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise RuleViolation(f"No active user with id {user_id}.", field=field)
+    return user
+
+
+def _paginated(request: Request, view: APIView, queryset: Any, serializer_class: type) -> Response:
+    paginator = LimitOffsetPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+# --- Trials, sites, recruitment --------------------------------------------------------
+
+
+class TrialListApi(APIView):
+    @extend_schema(responses={200: TrialSerializer(many=True)}, operation_id="trials_list")
+    def get(self, request: Request) -> Response:
+        trials = selectors.trials_visible(request.user).prefetch_related("protocol_versions")
+        return Response(TrialSerializer(trials, many=True).data)
+
+
+class TrialDetailApi(APIView):
+    @extend_schema(responses={200: TrialSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(TrialSerializer(selectors.trial_get(request.user, pk)).data)
+
+
+class SiteListApi(APIView):
+    @extend_schema(responses={200: SiteSerializer(many=True), 403: ERRORS[403]})
+    def get(self, request: Request) -> Response:
+        selectors.require_capability(request.user, Capability.VIEW_RECRUITMENT)
+        return Response(SiteSerializer(selectors.sites_for(request.user, Capability.VIEW_RECRUITMENT), many=True).data)
+
+
+class RecruitmentApi(APIView):
+    @extend_schema(responses={200: RecruitmentRowSerializer(many=True), 403: ERRORS[403]})
+    def get(self, request: Request) -> Response:
+        rows = selectors.recruitment_summary(request.user)
+        return Response(RecruitmentRowSerializer(rows, many=True).data)
+
+
+# --- Screening -------------------------------------------------------------------------------
+
+
+class ScreeningListCreateApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("site", int, description="Only this site"),
+            OpenApiParameter("status", str, description="Only this screening status"),
+        ],
+        responses={200: ScreeningEntrySerializer(many=True), 403: ERRORS[403]},
+    )
+    def get(self, request: Request) -> Response:
+        site = request.query_params.get("site")
+        if site is not None and not site.isdigit():
+            raise ValidationError({"site": "Must be a site id."})
+        entries = selectors.screening_entries(
+            request.user, site_id=int(site) if site else None, status=request.query_params.get("status")
+        )
+        return _paginated(request, self, entries, ScreeningEntrySerializer)
+
+    @extend_schema(
+        request=ScreeningCreateInput,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                location=OpenApiParameter.HEADER,
+                description="A UUID; repeating a request with the same key returns the first entry",
+            )
+        ],
+        responses={201: ScreeningEntrySerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(ScreeningCreateInput, request.data)
+        key_header = request.headers.get("Idempotency-Key", "")
+        try:
+            submission_key = uuid.UUID(key_header) if key_header else None
+        except ValueError as error:
+            raise ValidationError({"Idempotency-Key": "Must be a UUID."}) from error
+        site = selectors.site_get(request.user, data.pop("site"), Capability.SCREEN)
+        entry = services.screening_create(
+            actor=Actor.from_request(request), site=site, submission_key=submission_key, **data
+        )
+        return Response(ScreeningEntrySerializer(entry).data, status=status.HTTP_201_CREATED)
+
+
+class ScreeningDetailApi(APIView):
+    @extend_schema(responses={200: ScreeningEntrySerializer, 403: ERRORS[403], 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ScreeningEntrySerializer(selectors.screening_get(request.user, pk)).data)
+
+
+class ScreeningCorrectApi(APIView):
+    @extend_schema(request=ScreeningCorrectInput, responses={200: ScreeningEntrySerializer, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        entry = selectors.screening_get(request.user, pk)
+        data = _validated(ScreeningCorrectInput, request.data)
+        reason = data.pop("reason")
+        entry = services.screening_correct(actor=Actor.from_request(request), entry=entry, changes=data, reason=reason)
+        return Response(ScreeningEntrySerializer(entry).data)
+
+
+class EligibilityApi(APIView):
+    @extend_schema(request=EligibilityInput, responses={200: ScreeningEntrySerializer, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        entry = selectors.screening_get(request.user, pk)
+        data = _validated(EligibilityInput, request.data)
+        services.eligibility_assess(
+            actor=Actor.from_request(request), entry=entry, answers=data["answers"], reason=data.get("reason", "")
+        )
+        return Response(ScreeningEntrySerializer(selectors.screening_get(request.user, pk)).data)
+
+
+class ScreeningCloseApi(APIView):
+    @extend_schema(request=ScreeningCloseInput, responses={200: ScreeningEntrySerializer, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        entry = selectors.screening_get(request.user, pk)
+        data = _validated(ScreeningCloseInput, request.data)
+        entry = services.screening_close(actor=Actor.from_request(request), entry=entry, **data)
+        return Response(ScreeningEntrySerializer(entry).data)
+
+
+class EnrollApi(APIView):
+    @extend_schema(request=EnrollInput, responses={201: ParticipantSerializer, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        entry = selectors.screening_get(request.user, pk)
+        data = _validated(EnrollInput, request.data)
+        participant = services.participant_enroll(
+            actor=Actor.from_request(request),
+            entry=entry,
+            form_version=data["form_version"],
+            consented_at=data["consented_at"],
+            taken_by=_user_by_id(data["taken_by"], "taken_by"),
+            covariates=data.get("covariates", {}),
+        )
+        return Response(ParticipantSerializer(participant).data, status=status.HTTP_201_CREATED)
+
+
+# --- Participants -------------------------------------------------------------------------
+
+
+class ParticipantListApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("site", int, description="Only this site"),
+            OpenApiParameter("search", str, description="Part of a study id"),
+        ],
+        responses={200: ParticipantSerializer(many=True), 403: ERRORS[403]},
+    )
+    def get(self, request: Request) -> Response:
+        site = request.query_params.get("site")
+        if site is not None and not site.isdigit():
+            raise ValidationError({"site": "Must be a site id."})
+        queryset = selectors.participants(
+            request.user, site_id=int(site) if site else None, search=request.query_params.get("search", "")
+        ).prefetch_related("consents__protocol_version", "consents__taken_by", "consents__recorded_by",
+                           "withdrawals__recorded_by")
+        return _paginated(request, self, queryset, ParticipantSerializer)
+
+
+class ParticipantDetailApi(APIView):
+    @extend_schema(responses={200: ParticipantSerializer, 403: ERRORS[403], 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ParticipantSerializer(selectors.participant_get(request.user, pk)).data)
+
+
+class WithdrawApi(APIView):
+    @extend_schema(request=WithdrawInput, responses={201: WithdrawalSerializer, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        participant = selectors.participant_get(request.user, pk)
+        data = _validated(WithdrawInput, request.data)
+        withdrawal = services.participant_withdraw(actor=Actor.from_request(request), participant=participant, **data)
+        return Response(WithdrawalSerializer(withdrawal).data, status=status.HTTP_201_CREATED)
+
+
+class ConsentRenewApi(APIView):
+    @extend_schema(request=ConsentRenewInput, responses={201: ConsentSerializer, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        participant = selectors.participant_get(request.user, pk)
+        data = _validated(ConsentRenewInput, request.data)
+        consent = services.consent_renew(
+            actor=Actor.from_request(request),
+            participant=participant,
+            form_version=data["form_version"],
+            consented_at=data["consented_at"],
+            taken_by=_user_by_id(data["taken_by"], "taken_by"),
+        )
+        return Response(ConsentSerializer(consent).data, status=status.HTTP_201_CREATED)
+
+
+class ReferenceResultListCreateApi(APIView):
+    @extend_schema(responses={200: ReferenceResultSerializer(many=True), 403: ERRORS[403], 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        participant = selectors.participant_get(request.user, pk)
+        results = selectors.reference_results(request.user, participant)
+        return Response(ReferenceResultSerializer(results, many=True).data)
+
+    @extend_schema(request=ReferenceResultInput, responses={201: ReferenceResultSerializer, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        participant = selectors.participant_get(request.user, pk)
+        data = _validated(ReferenceResultInput, request.data)
+        result = services.reference_result_record(actor=Actor.from_request(request), participant=participant, **data)
+        return Response(ReferenceResultSerializer(result).data, status=status.HTTP_201_CREATED)
+
+
+class ReferenceResultCorrectApi(APIView):
+    @extend_schema(request=ReferenceResultCorrectInput, responses={200: ReferenceResultSerializer, **ERRORS})
+    def post(self, request: Request, pk: int, result_pk: int) -> Response:
+        participant = selectors.participant_get(request.user, pk)
+        result = selectors.reference_result_get(request.user, participant, result_pk)
+        data = _validated(ReferenceResultCorrectInput, request.data)
+        reason = data.pop("reason")
+        result = services.reference_result_correct(
+            actor=Actor.from_request(request), result=result, changes=data, reason=reason
+        )
+        return Response(ReferenceResultSerializer(result).data)
+
+
+class ParticipantTimelineApi(APIView):
+    @extend_schema(responses={200: AuditEventSerializer(many=True), 403: ERRORS[403], 404: ERRORS[404]})
+    def get(self, request: Request, pk: int) -> Response:
+        participant = selectors.participant_get(request.user, pk)
+        events = selectors.participant_timeline(request.user, participant).select_related("trial", "site")
+        return Response(AuditEventSerializer(events, many=True).data)
+
+
+# --- Audit trail ---------------------------------------------------------------------------
+
+
+class AuditEventListApi(APIView):
+    @extend_schema(parameters=[AuditFilterInput], responses={200: AuditEventSerializer(many=True), **ERRORS})
+    def get(self, request: Request) -> Response:
+        data = _validated(AuditFilterInput, request.query_params)
+        filters = selectors.AuditFilters(
+            trial_id=data.get("trial"),
+            site_id=data.get("site"),
+            actor=data.get("actor", ""),
+            action=data.get("action", ""),
+            object_type=data.get("object_type", ""),
+            object_id=data.get("object_id", ""),
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+        )
+        return _paginated(request, self, selectors.audit_events(request.user, filters), AuditEventSerializer)

@@ -100,7 +100,7 @@ def _require_recruiting(trial: Trial) -> None:
 def _locked_site(site: Site) -> Site:
     """Re-read the site under a row lock (PostgreSQL) or the write lock
     (SQLite, IMMEDIATE transactions), so counters hand out each number once."""
-    return Site.objects.select_for_update().get(pk=site.pk)
+    return Site.objects.select_for_update(of=("self",)).select_related("trial").get(pk=site.pk)
 
 
 # --- Trial set-up ---------------------------------------------------------------------
@@ -323,8 +323,9 @@ def screening_create(
 ) -> ScreeningEntry:
     """Log one person assessed for eligibility. A repeated submission (same
     key, e.g. a double click) returns the first entry instead of a second."""
+    role = _authorize(actor, Capability.SCREEN, trial=site.trial, site=site)
+    site = _locked_site(site)
     trial = site.trial
-    role = _authorize(actor, Capability.SCREEN, trial=trial, site=site)
     if submission_key is not None:
         earlier = ScreeningEntry.objects.filter(submission_key=submission_key).first()
         if earlier is not None:
@@ -346,7 +347,6 @@ def screening_create(
             f"The screening date is before the trial started ({trial.start_date.isoformat()}).", field="screened_on"
         )
     _check_year_of_birth(year_of_birth, screened_on)
-    site = _locked_site(site)
     number = site.next_screening_number
     site.next_screening_number = number + 1
     site.save(update_fields=["next_screening_number"])
@@ -592,9 +592,9 @@ def participant_enroll(
 ) -> Participant:
     """Record consent of an eligible person and enroll them under a new study
     id (site code + running number, e.g. C01-0042)."""
+    role = _authorize(actor, Capability.ENROLL, trial=entry.trial, site=entry.site)
+    entry = ScreeningEntry.objects.select_for_update(of=("self",)).select_related("trial").get(pk=entry.pk)
     trial = entry.trial
-    role = _authorize(actor, Capability.ENROLL, trial=trial, site=entry.site)
-    entry = ScreeningEntry.objects.select_for_update().get(pk=entry.pk)
     if entry.status == ScreeningStatus.ENROLLED:
         raise Conflict(f"{entry.screening_number} is already enrolled as {entry.participant.study_id}.")
     if entry.status == ScreeningStatus.PENDING:

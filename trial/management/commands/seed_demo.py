@@ -1,0 +1,236 @@
+"""Load the demo trial: three sites, a user for every role, and a few dozen
+people in every state of the enrollment flow. Idempotent: a second run
+changes nothing and prints the logins again.
+
+All data are invented. Every write goes through the services, acted by the
+demo users themselves, so the audit trail reads as a real one would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from trial import services
+from trial.actors import Actor
+from trial.models import (
+    Bethesda,
+    CervicalHistology,
+    Indication,
+    ReferenceKind,
+    Role,
+    ScreeningEntry,
+    Site,
+    ThyroidHistology,
+    Trial,
+    TrialStatus,
+    WithdrawalScope,
+)
+
+TRIAL_CODE = "CONSILIUM-DEMO"
+
+ELIGIBILITY_CRITERIA = [
+    {"code": "INC-AGE", "text": "Aged 18 years or older", "kind": "inclusion", "indication": None},
+    {"code": "INC-CONSENT", "text": "Able to give informed consent", "kind": "inclusion", "indication": None},
+    {"code": "INC-COLPO", "text": "Referred for colposcopy after an abnormal screening test", "kind": "inclusion",
+     "indication": "cervical"},
+    {"code": "INC-NODULE", "text": "Thyroid nodule ≥ 1 cm referred for ultrasound assessment", "kind": "inclusion",
+     "indication": "thyroid"},
+    {"code": "EXC-PREGNANT", "text": "Pregnancy beyond 20 weeks", "kind": "exclusion", "indication": "cervical"},
+    {"code": "EXC-TREATED", "text": "Previous excisional treatment of the cervix", "kind": "exclusion",
+     "indication": "cervical"},
+    {"code": "EXC-THYROIDECTOMY", "text": "Previous thyroid surgery", "kind": "exclusion", "indication": "thyroid"},
+    {"code": "EXC-OTHER-TRIAL", "text": "Taking part in another interventional trial", "kind": "exclusion",
+     "indication": None},
+]
+COVARIATES = [
+    {"name": "hpv_status", "label": "HPV status", "choices": ["positive", "negative", "unknown"],
+     "indication": "cervical"},
+    {"name": "nodule_size_band", "label": "Nodule size band", "choices": ["10-19 mm", "20-39 mm", "40+ mm"],
+     "indication": "thyroid"},
+]
+SITES = [
+    ("C01", "Northbridge University Hospital", "United Kingdom", 120),
+    ("C02", "St Agnes Women's and Endocrine Centre", "Ireland", 100),
+    ("C03", "Riverside Regional Hospital", "United Kingdom", 80),
+]
+# username, role, site code (None = all sites), password
+DEMO_USERS = [
+    ("admin", Role.TRIAL_ADMIN, None, "demo-admin-passphrase"),
+    ("coordinator", Role.COORDINATOR, "C01", "demo-coordinator-passphrase"),
+    ("coordinator-c02", Role.COORDINATOR, "C02", "demo-coordinator-passphrase"),
+    ("coordinator-c03", Role.COORDINATOR, "C03", "demo-coordinator-passphrase"),
+    ("clinician", Role.CLINICIAN_READER, "C01", "demo-clinician-passphrase"),
+    ("clinician-c02", Role.CLINICIAN_READER, "C02", "demo-clinician-passphrase"),
+    ("reader", Role.BLINDED_READER, None, "demo-reader-passphrase"),
+    ("pathologist", Role.PATHOLOGIST, None, "demo-pathologist-passphrase"),
+    ("statistician", Role.STATISTICIAN_BLINDED, None, "demo-statistician-passphrase"),
+    ("unblinded-statistician", Role.STATISTICIAN_UNBLINDED, None, "demo-unblinded-passphrase"),
+    ("dsmb", Role.DSMB, None, "demo-dsmb-passphrase"),
+    ("monitor", Role.MONITOR, None, "demo-monitor-passphrase"),
+]
+
+PARTICIPANTS_PER_SITE = 20
+
+
+class Command(BaseCommand):
+    help = "Load the demo trial (idempotent) and print one login per role."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if Trial.objects.filter(code=TRIAL_CODE).exists():
+            self.stdout.write(f"Demo trial {TRIAL_CODE} is already loaded.")
+        else:
+            with transaction.atomic():
+                self._load()
+            self.stdout.write(self.style.SUCCESS(f"Demo trial {TRIAL_CODE} loaded."))
+        self._print_logins()
+
+    def _print_logins(self) -> None:
+        self.stdout.write("\nLogins (demo only; every password is printed here on purpose):")
+        for username, role, site, password in DEMO_USERS:
+            where = site or "all sites"
+            self.stdout.write(f"  {Role(role).label:<34} {username:<24} {password:<30} ({where})")
+
+    def _load(self) -> None:
+        system = Actor.system("seed_demo")
+        today = timezone.localdate()
+        trial = services.trial_create(
+            actor=system,
+            code=TRIAL_CODE,
+            title="AI second opinion for colposcopy and thyroid ultrasound: a randomized controlled trial (demo)",
+            registry_id="ISRCTN00000000",
+            indications=[Indication.CERVICAL, Indication.THYROID],
+            planned_sample_size=300,
+            start_date=today - dt.timedelta(days=150),
+            stratification_covariates=COVARIATES,
+        )
+        services.protocol_version_add(
+            actor=system,
+            trial=trial,
+            version="1.0",
+            effective_date=today - dt.timedelta(days=160),
+            consent_form_version="1.0",
+            eligibility_criteria=ELIGIBILITY_CRITERIA,
+        )
+        sites = {
+            code: services.site_add(actor=system, trial=trial, code=code, name=name, country=country,
+                                    target_participants=target)
+            for code, name, country, target in SITES
+        }
+        users = {}
+        model = get_user_model()
+        for username, role, site_code, password in DEMO_USERS:
+            user = model.objects.filter(username=username).first()
+            if user is None:
+                user = model.objects.create_user(username=username, password=password,
+                                                 is_staff=(role == Role.TRIAL_ADMIN),
+                                                 is_superuser=(role == Role.TRIAL_ADMIN))
+            services.membership_grant(actor=system, user=user, trial=trial, role=role,
+                                      site=sites[site_code] if site_code else None)
+            users[username] = user
+        trial = services.trial_set_status(
+            actor=Actor.for_user(users["admin"], label="seed_demo"),
+            trial=trial,
+            status=TrialStatus.RECRUITING,
+            reason="Ethics and regulatory approval received",
+        )
+        rng = random.Random(2026)
+        coordinators = {"C01": users["coordinator"], "C02": users["coordinator-c02"], "C03": users["coordinator-c03"]}
+        for code, site in sites.items():
+            for index in range(PARTICIPANTS_PER_SITE):
+                self._one_person(rng, site, coordinators[code], users["pathologist"], index, today)
+
+    def _one_person(self, rng: random.Random, site: Site, coordinator: Any, pathologist: Any, index: int,
+                    today: dt.date) -> None:
+        actor = Actor.for_user(coordinator, label="seed_demo")
+        indication = Indication.CERVICAL if rng.random() < 0.55 else Indication.THYROID
+        screened_on = today - dt.timedelta(days=rng.randint(10, 140))
+        entry = services.screening_create(
+            actor=actor,
+            site=site,
+            screened_on=screened_on,
+            indication=indication,
+            year_of_birth=screened_on.year - rng.randint(21, 74),
+            sex="female" if indication == Indication.CERVICAL or rng.random() < 0.75 else "male",
+        )
+        # Every state of the flow appears: pending, ineligible, declined,
+        # not enrolled, eligible awaiting consent, enrolled, withdrawn.
+        state = index % 14
+        if state == 0:
+            return  # awaiting the eligibility check
+        answers = {c["code"]: c["kind"] == "inclusion" for c in ELIGIBILITY_CRITERIA
+                   if c["indication"] in (None, indication)}
+        if state == 1:
+            answers["EXC-OTHER-TRIAL"] = True
+        elif state == 2:
+            answers["EXC-TREATED" if indication == Indication.CERVICAL else "EXC-THYROIDECTOMY"] = True
+        services.eligibility_assess(actor=actor, entry=entry, answers=answers)
+        if state in (1, 2):
+            return
+        if state == 3:
+            services.screening_close(actor=actor, entry=entry, outcome="declined",
+                                     reason="Prefers standard care without study procedures")
+            return
+        if state == 4:
+            services.screening_close(actor=actor, entry=entry, outcome="not_enrolled",
+                                     reason="Did not attend the consent visit")
+            return
+        if state == 5:
+            return  # eligible, awaiting consent
+        entry = ScreeningEntry.objects.get(pk=entry.pk)
+        consented_at = timezone.make_aware(
+            dt.datetime.combine(screened_on + dt.timedelta(days=rng.randint(0, 7)), dt.time(9 + rng.randint(0, 7), 30))
+        )
+        consented_at = min(consented_at, timezone.now() - dt.timedelta(hours=1))
+        covariates = (
+            {"hpv_status": rng.choice(["positive", "positive", "negative", "unknown"])}
+            if indication == Indication.CERVICAL
+            else {"nodule_size_band": rng.choice(["10-19 mm", "20-39 mm", "40+ mm"])}
+        )
+        participant = services.participant_enroll(
+            actor=actor, entry=entry, form_version="1.0", consented_at=consented_at, taken_by=coordinator,
+            covariates=covariates,
+        )
+        enrolled_on = consented_at.date()
+        if state in (6, 7, 8, 9, 10) and enrolled_on + dt.timedelta(days=14) <= today:
+            self._reference_result(rng, participant, pathologist, enrolled_on + dt.timedelta(days=rng.randint(3, 10)),
+                                   today)
+        withdrawal_scope = {11: WithdrawalScope.STOP_FOLLOW_UP, 12: WithdrawalScope.STOP_AI_PROCESSING,
+                            13: WithdrawalScope.WITHDRAW_DATA}.get(state)
+        if withdrawal_scope is not None:
+            services.participant_withdraw(
+                actor=actor, participant=participant, withdrawn_on=min(enrolled_on + dt.timedelta(days=5), today),
+                scope=withdrawal_scope, reason="Participant's decision, no reason given",
+            )
+
+    def _reference_result(self, rng: random.Random, participant: Any, pathologist: Any, sample_date: dt.date,
+                          today: dt.date) -> None:
+        actor = Actor.for_user(pathologist, label="seed_demo")
+        result_date = min(sample_date + dt.timedelta(days=rng.randint(2, 9)), today)
+        if participant.indication == Indication.CERVICAL:
+            histology = rng.choice([CervicalHistology.NEGATIVE, CervicalHistology.CIN1, CervicalHistology.CIN2,
+                                    CervicalHistology.CIN3, CervicalHistology.INVASIVE_SQUAMOUS])
+            services.reference_result_record(
+                actor=actor, participant=participant, kind=ReferenceKind.CERVICAL_HISTOLOGY,
+                sample_date=sample_date, result_date=result_date, cervical_histology=histology,
+                figo_stage="IB1" if histology == CervicalHistology.INVASIVE_SQUAMOUS else "",
+            )
+            return
+        category = rng.choice([Bethesda.II, Bethesda.II, Bethesda.III, Bethesda.V, Bethesda.VI])
+        services.reference_result_record(
+            actor=actor, participant=participant, kind=ReferenceKind.THYROID_CYTOLOGY,
+            sample_date=sample_date, result_date=result_date, bethesda_category=category,
+        )
+        if category == Bethesda.VI and result_date + dt.timedelta(days=5) <= today:
+            surgery = result_date + dt.timedelta(days=3)
+            services.reference_result_record(
+                actor=actor, participant=participant, kind=ReferenceKind.THYROID_HISTOLOGY,
+                sample_date=surgery, result_date=min(surgery + dt.timedelta(days=2), today),
+                thyroid_histology=ThyroidHistology.PAPILLARY, tnm_t="T1b", tnm_n="N0a", tnm_m="M0",
+            )
