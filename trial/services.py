@@ -8,7 +8,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
@@ -252,7 +252,7 @@ def site_add(
 
 @transaction.atomic
 def membership_grant(
-    *, actor: Actor, user: AbstractBaseUser, trial: Trial, role: str, site: Site | None = None
+    *, actor: Actor, user: User, trial: Trial, role: str, site: Site | None = None
 ) -> Membership:
     acting_role = _authorize_trial_management(actor, trial)
     if role not in Role.values:
@@ -288,6 +288,7 @@ def membership_grant(
 def membership_revoke(*, actor: Actor, membership: Membership, reason: str) -> Membership:
     acting_role = _authorize_trial_management(actor, membership.trial)
     reason = _require_reason(reason, "revoke a role")
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
     if not membership.active:
         raise Conflict("This role was already revoked.")
     membership.active = False
@@ -503,7 +504,7 @@ def screening_close(*, actor: Actor, entry: ScreeningEntry, outcome: str, reason
     role = _authorize(actor, Capability.ENROLL, trial=entry.trial, site=entry.site)
     reason = _require_reason(reason, "close a screening entry")
     entry = ScreeningEntry.objects.select_for_update().get(pk=entry.pk)
-    allowed_from = {
+    allowed_from: dict[str, set[str]] = {
         ScreeningStatus.DECLINED: {ScreeningStatus.ELIGIBLE},
         ScreeningStatus.NOT_ENROLLED: {ScreeningStatus.PENDING, ScreeningStatus.ELIGIBLE},
     }
@@ -536,7 +537,7 @@ def screening_close(*, actor: Actor, entry: ScreeningEntry, outcome: str, reason
 # --- Consent and enrollment -----------------------------------------------------------
 
 
-def _validate_covariates(trial: Trial, indication: str, covariates: dict[str, Any]) -> dict[str, str]:
+def _validate_covariates(trial: Trial, indication: str, covariates: dict[str, Any]) -> dict[str, Any]:
     definitions = trial.covariates_for(indication)
     names = {d["name"] for d in definitions}
     unknown = sorted(set(covariates) - names)
