@@ -158,7 +158,7 @@ class TrialModelAdmin(ScopedAdmin):
             return ["status"]
         return ["code", "title", "registry_id", "planned_sample_size", "start_date", "duration_months"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["code", "title", "registry_id", "indications_text", "planned_sample_size", "start_date",
                     "duration_months", "covariates_json"]

@@ -275,7 +275,7 @@ class Membership(models.Model):
         ]
 
     def __str__(self) -> str:
-        where = self.site.code if self.site_id else "all sites"
+        where = self.site.code if self.site is not None else "all sites"
         return f"{self.user} — {self.get_role_display()} ({self.trial.code}, {where})"
 
 

@@ -66,7 +66,7 @@ class TrialSerializer(serializers.ModelSerializer):
 
 
 class SiteSerializer(serializers.ModelSerializer):
-    trial = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    trial: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="code", read_only=True)
 
     class Meta:
         model = Site

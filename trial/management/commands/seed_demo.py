@@ -35,7 +35,7 @@ from trial.models import (
 
 TRIAL_CODE = "CONSILIUM-DEMO"
 
-ELIGIBILITY_CRITERIA = [
+ELIGIBILITY_CRITERIA: list[dict[str, Any]] = [
     {"code": "INC-AGE", "text": "Aged 18 years or older", "kind": "inclusion", "indication": None},
     {"code": "INC-CONSENT", "text": "Able to give informed consent", "kind": "inclusion", "indication": None},
     {"code": "INC-COLPO", "text": "Referred for colposcopy after an abnormal screening test", "kind": "inclusion",
@@ -49,7 +49,7 @@ ELIGIBILITY_CRITERIA = [
     {"code": "EXC-OTHER-TRIAL", "text": "Taking part in another interventional trial", "kind": "exclusion",
      "indication": None},
 ]
-COVARIATES = [
+COVARIATES: list[dict[str, Any]] = [
     {"name": "hpv_status", "label": "HPV status", "choices": ["positive", "negative", "unknown"],
      "indication": "cervical"},
     {"name": "nodule_size_band", "label": "Nodule size band", "choices": ["10-19 mm", "20-39 mm", "40+ mm"],
