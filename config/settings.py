@@ -126,6 +126,9 @@ else:
                 "timeout": 30,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # A file, not memory: an in-memory shared-cache database refuses a
+            # second writer at once instead of queueing it, unlike the real one.
+            "TEST": {"NAME": str(VAR_DIR / "test_consilium.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -22,18 +22,34 @@ SYSTEM = Actor.system("tests")
 
 CRITERIA = [
     {"code": "IN1", "text": "Aged 25 to 65 years", "kind": "inclusion", "indication": None},
-    {"code": "IN2", "text": "Referred for colposcopy after abnormal screening", "kind": "inclusion",
-     "indication": "cervical"},
-    {"code": "IN3", "text": "Thyroid nodule of 1 cm or more on ultrasound", "kind": "inclusion",
-     "indication": "thyroid"},
+    {
+        "code": "IN2",
+        "text": "Referred for colposcopy after abnormal screening",
+        "kind": "inclusion",
+        "indication": "cervical",
+    },
+    {
+        "code": "IN3",
+        "text": "Thyroid nodule of 1 cm or more on ultrasound",
+        "kind": "inclusion",
+        "indication": "thyroid",
+    },
     {"code": "EX1", "text": "Pregnant", "kind": "exclusion", "indication": None},
     {"code": "EX2", "text": "Previous treatment of the cervix", "kind": "exclusion", "indication": "cervical"},
 ]
 COVARIATES = [
-    {"name": "hpv_status", "label": "HPV status", "choices": ["positive", "negative", "unknown"],
-     "indication": "cervical"},
-    {"name": "nodule_size_band", "label": "Nodule size band", "choices": ["10-19", "20-39", "40+"],
-     "indication": "thyroid"},
+    {
+        "name": "hpv_status",
+        "label": "HPV status",
+        "choices": ["positive", "negative", "unknown"],
+        "indication": "cervical",
+    },
+    {
+        "name": "nodule_size_band",
+        "label": "Nodule size band",
+        "choices": ["10-19", "20-39", "40+"],
+        "indication": "thyroid",
+    },
 ]
 
 # Roles whose fixture users are scoped to site A; the others hold all sites.
@@ -118,8 +134,13 @@ ELIGIBLE_THYROID = {"IN1": True, "IN3": True, "EX1": False}
 
 @pytest.fixture
 def screen(coordinator: Any, site_a: Site) -> Callable[..., ScreeningEntry]:
-    def make(*, site: Site | None = None, user: Any = None, indication: str = Indication.CERVICAL,
-             eligible: bool | None = None) -> ScreeningEntry:
+    def make(
+        *,
+        site: Site | None = None,
+        user: Any = None,
+        indication: str = Indication.CERVICAL,
+        eligible: bool | None = None,
+    ) -> ScreeningEntry:
         entry = services.screening_create(
             actor=actor_for(user or coordinator),
             site=site or site_a,

@@ -17,8 +17,13 @@ from trial.models import AuditEvent, Participant, ScreeningEntry, ScreeningStatu
 
 
 def _screening_body(for_site: Any, **overrides: Any) -> dict[str, Any]:
-    body = {"site": for_site.pk, "screened_on": (timezone.localdate() - dt.timedelta(days=2)).isoformat(),
-            "indication": "cervical", "year_of_birth": 1984, "sex": "female"}
+    body = {
+        "site": for_site.pk,
+        "screened_on": (timezone.localdate() - dt.timedelta(days=2)).isoformat(),
+        "indication": "cervical",
+        "year_of_birth": 1984,
+        "sex": "female",
+    }
     body.update(overrides)
     return body
 
@@ -30,16 +35,19 @@ def test_it_screens_assesses_and_enrolls_through_the_api(coordinator, site_a):
     entry_id = created.json()["id"]
     assert created.json()["screening_number"] == "C01-S0001"
 
-    assessed = client.post(f"/api/v1/screening/{entry_id}/eligibility/", {"answers": ELIGIBLE_CERVICAL},
-                           format="json")
+    assessed = client.post(f"/api/v1/screening/{entry_id}/eligibility/", {"answers": ELIGIBLE_CERVICAL}, format="json")
     assert assessed.status_code == 200
     assert assessed.json()["status"] == ScreeningStatus.ELIGIBLE
     assert assessed.json()["eligibility"]["is_eligible"] is True
 
     enrolled = client.post(
         f"/api/v1/screening/{entry_id}/enroll/",
-        {"form_version": "1.0", "consented_at": (timezone.now() - dt.timedelta(minutes=5)).isoformat(),
-         "taken_by": coordinator.pk, "covariates": {"hpv_status": "negative"}},
+        {
+            "form_version": "1.0",
+            "consented_at": (timezone.now() - dt.timedelta(minutes=5)).isoformat(),
+            "taken_by": coordinator.pk,
+            "covariates": {"hpv_status": "negative"},
+        },
         format="json",
     )
     assert enrolled.status_code == 201, enrolled.content
@@ -51,12 +59,20 @@ def test_it_screens_assesses_and_enrolls_through_the_api(coordinator, site_a):
 
 def test_it_records_the_client_ip_and_request_id_in_the_audit_event(coordinator, site_a):
     client = api_client(coordinator)
-    response = client.post("/api/v1/screening/", _screening_body(site_a), format="json",
-                           HTTP_X_REQUEST_ID="req-0123456789", REMOTE_ADDR="10.1.2.3")
+    response = client.post(
+        "/api/v1/screening/",
+        _screening_body(site_a),
+        format="json",
+        HTTP_X_REQUEST_ID="req-0123456789",
+        REMOTE_ADDR="10.1.2.3",
+    )
     assert response.status_code == 201
     event = AuditEvent.objects.get(action="screening.create")
-    assert (event.client_ip, event.request_id, event.actor_username) == ("10.1.2.3", "req-0123456789",
-                                                                         coordinator.username)
+    assert (event.client_ip, event.request_id, event.actor_username) == (
+        "10.1.2.3",
+        "req-0123456789",
+        coordinator.username,
+    )
     assert response["X-Request-ID"] == "req-0123456789"
 
 
@@ -92,8 +108,9 @@ def test_it_rejects_malformed_screening_input_with_the_field_named(coordinator, 
 
 def test_it_explains_a_broken_rule_with_a_message_and_writes_nothing(coordinator, site_a):
     future = (timezone.localdate() + dt.timedelta(days=3)).isoformat()
-    response = api_client(coordinator).post("/api/v1/screening/", _screening_body(site_a, screened_on=future),
-                                            format="json")
+    response = api_client(coordinator).post(
+        "/api/v1/screening/", _screening_body(site_a, screened_on=future), format="json"
+    )
     assert response.status_code == 400
     assert response.json()["field"] == "screened_on"
     assert "in the future" in response.json()["detail"]
@@ -104,8 +121,12 @@ def test_it_refuses_consent_before_eligibility_is_confirmed(coordinator, screen)
     entry = screen()
     response = api_client(coordinator).post(
         f"/api/v1/screening/{entry.pk}/enroll/",
-        {"form_version": "1.0", "consented_at": timezone.now().isoformat(), "taken_by": coordinator.pk,
-         "covariates": {"hpv_status": "positive"}},
+        {
+            "form_version": "1.0",
+            "consented_at": timezone.now().isoformat(),
+            "taken_by": coordinator.pk,
+            "covariates": {"hpv_status": "positive"},
+        },
         format="json",
     )
     assert response.status_code == 400
@@ -115,8 +136,12 @@ def test_it_refuses_consent_before_eligibility_is_confirmed(coordinator, screen)
 
 def test_it_answers_a_double_click_on_enroll_with_409_and_one_participant(coordinator, screen):
     entry = screen(eligible=True)
-    body = {"form_version": "1.0", "consented_at": (timezone.now() - dt.timedelta(minutes=1)).isoformat(),
-            "taken_by": coordinator.pk, "covariates": {"hpv_status": "positive"}}
+    body = {
+        "form_version": "1.0",
+        "consented_at": (timezone.now() - dt.timedelta(minutes=1)).isoformat(),
+        "taken_by": coordinator.pk,
+        "covariates": {"hpv_status": "positive"},
+    }
     client = api_client(coordinator)
     assert client.post(f"/api/v1/screening/{entry.pk}/enroll/", body, format="json").status_code == 201
     second = client.post(f"/api/v1/screening/{entry.pk}/enroll/", body, format="json")
@@ -153,8 +178,11 @@ def test_it_returns_script_text_as_data_never_as_markup(coordinator, participant
 def test_it_refuses_a_reference_result_for_a_participant_who_stopped_follow_up(coordinator, participant):
     client = api_client(coordinator)
     today = timezone.localdate().isoformat()
-    client.post(f"/api/v1/participants/{participant.pk}/withdraw/",
-                {"withdrawn_on": today, "scope": "stop_follow_up", "reason": "Moved abroad"}, format="json")
+    client.post(
+        f"/api/v1/participants/{participant.pk}/withdraw/",
+        {"withdrawn_on": today, "scope": "stop_follow_up", "reason": "Moved abroad"},
+        format="json",
+    )
     response = client.post(
         f"/api/v1/participants/{participant.pk}/reference-results/",
         {"kind": "cervical_histology", "sample_date": today, "result_date": today, "cervical_histology": "cin3"},
@@ -175,8 +203,7 @@ def test_it_requires_a_reason_to_correct_a_reference_result(coordinator, partici
     ).json()
     url = f"/api/v1/participants/{participant.pk}/reference-results/{created['id']}/correct/"
     assert client.post(url, {"cervical_histology": "cin2"}, format="json").status_code == 400
-    corrected = client.post(url, {"cervical_histology": "cin2", "reason": "Second pathologist review"},
-                            format="json")
+    corrected = client.post(url, {"cervical_histology": "cin2", "reason": "Second pathologist review"}, format="json")
     assert corrected.status_code == 200
     assert corrected.json()["is_high_grade"] is True
     event = AuditEvent.objects.get(action="reference_result.correct")
@@ -203,8 +230,9 @@ def test_it_authenticates_with_a_token_from_the_management_command(coordinator, 
 
 
 def test_it_issues_a_token_for_a_username_and_password(coordinator):
-    response = APIClient().post("/api/v1/auth/token/", {"username": coordinator.username, "password": PASSWORD},
-                                format="json")
+    response = APIClient().post(
+        "/api/v1/auth/token/", {"username": coordinator.username, "password": PASSWORD}, format="json"
+    )
     assert response.status_code == 200
     assert response.json()["token"] == Token.objects.get(user=coordinator).key
 
@@ -213,8 +241,12 @@ def test_it_serves_an_openapi_schema_naming_the_enrollment_endpoints(coordinator
     response = api_client(coordinator).get("/api/schema/", {"format": "json"})
     assert response.status_code == 200
     paths = response.json()["paths"]
-    for path in ["/api/v1/screening/", "/api/v1/screening/{id}/enroll/", "/api/v1/participants/{id}/withdraw/",
-                 "/api/v1/audit-events/"]:
+    for path in [
+        "/api/v1/screening/",
+        "/api/v1/screening/{id}/enroll/",
+        "/api/v1/participants/{id}/withdraw/",
+        "/api/v1/audit-events/",
+    ]:
         assert path in paths
 
 

@@ -111,13 +111,24 @@ def _writes(world: dict[str, Any]) -> list[tuple[str, dict[str, Any], set[str], 
     today = timezone.localdate().isoformat()
     return [
         ("/api/v1/screening/{pending_a}/eligibility/", {"answers": ELIGIBLE_CERVICAL}, {Role.COORDINATOR}, 200),
-        ("/api/v1/participants/{a}/withdraw/",
-         {"withdrawn_on": today, "scope": "stop_follow_up", "reason": "Moved away"}, {Role.COORDINATOR}, 201),
-        ("/api/v1/participants/{b}/withdraw/",
-         {"withdrawn_on": today, "scope": "stop_follow_up", "reason": "Moved away"}, {Role.COORDINATOR}, 201),
-        ("/api/v1/participants/{a}/reference-results/",
-         {"kind": "cervical_histology", "sample_date": today, "result_date": today, "cervical_histology": "cin1"},
-         {Role.COORDINATOR, Role.PATHOLOGIST}, 201),
+        (
+            "/api/v1/participants/{a}/withdraw/",
+            {"withdrawn_on": today, "scope": "stop_follow_up", "reason": "Moved away"},
+            {Role.COORDINATOR},
+            201,
+        ),
+        (
+            "/api/v1/participants/{b}/withdraw/",
+            {"withdrawn_on": today, "scope": "stop_follow_up", "reason": "Moved away"},
+            {Role.COORDINATOR},
+            201,
+        ),
+        (
+            "/api/v1/participants/{a}/reference-results/",
+            {"kind": "cervical_histology", "sample_date": today, "result_date": today, "cervical_histology": "cin1"},
+            {Role.COORDINATOR, Role.PATHOLOGIST},
+            201,
+        ),
     ]
 
 
@@ -152,8 +163,13 @@ def test_it_allows_each_write_only_to_its_roles_and_writes_nothing_otherwise(rol
 
 @pytest.mark.parametrize("role", ROLES)
 def test_it_lets_only_a_coordinator_of_the_site_screen(role, users, site_a):
-    body = {"site": site_a.pk, "screened_on": (timezone.localdate() - dt.timedelta(days=1)).isoformat(),
-            "indication": "cervical", "year_of_birth": 1985, "sex": "female"}
+    body = {
+        "site": site_a.pk,
+        "screened_on": (timezone.localdate() - dt.timedelta(days=1)).isoformat(),
+        "indication": "cervical",
+        "year_of_birth": 1985,
+        "sex": "female",
+    }
     before = ScreeningEntry.objects.count()
     response = client_for(role, users).post("/api/v1/screening/", body, format="json")
     expected = {ANONYMOUS: 401, Role.COORDINATOR: 201}.get(role, 403)
@@ -162,8 +178,13 @@ def test_it_lets_only_a_coordinator_of_the_site_screen(role, users, site_a):
 
 
 def test_it_gives_404_when_a_coordinator_screens_at_another_site(coordinator_b, site_a):
-    body = {"site": site_a.pk, "screened_on": timezone.localdate().isoformat(), "indication": "cervical",
-            "year_of_birth": 1985, "sex": "female"}
+    body = {
+        "site": site_a.pk,
+        "screened_on": timezone.localdate().isoformat(),
+        "indication": "cervical",
+        "year_of_birth": 1985,
+        "sex": "female",
+    }
     response = api_client(coordinator_b).post("/api/v1/screening/", body, format="json")
     assert response.status_code == 404
     assert not ScreeningEntry.objects.exists()
@@ -171,8 +192,12 @@ def test_it_gives_404_when_a_coordinator_screens_at_another_site(coordinator_b, 
 
 def test_it_gives_404_when_a_coordinator_enrolls_another_sites_person(coordinator_b, screen):
     entry = screen(eligible=True)
-    body = {"form_version": "1.0", "consented_at": timezone.now().isoformat(), "taken_by": coordinator_b.pk,
-            "covariates": {"hpv_status": "positive"}}
+    body = {
+        "form_version": "1.0",
+        "consented_at": timezone.now().isoformat(),
+        "taken_by": coordinator_b.pk,
+        "covariates": {"hpv_status": "positive"},
+    }
     response = api_client(coordinator_b).post(f"/api/v1/screening/{entry.pk}/enroll/", body, format="json")
     assert response.status_code == 404
     assert not Participant.objects.exists()

@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DEBUG", "SECRET_KEY"}}
     environment.update(env)
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_it_locks_a_username_out_after_repeated_failed_logins(coordinator, settings):
@@ -77,10 +78,15 @@ def test_it_passes_the_deployment_checklist_with_production_settings():
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
-        env={**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, "DEBUG": "0",
-             "SECRET_KEY": "k" * 20 + "-production-secret-for-the-check-only-9f8e7d6c5b4a",
-             "ALLOWED_HOSTS": "consilium.example.org"},
-        capture_output=True, text=True, timeout=120,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            "DEBUG": "0",
+            "SECRET_KEY": "k" * 20 + "-production-secret-for-the-check-only-9f8e7d6c5b4a",
+            "ALLOWED_HOSTS": "consilium.example.org",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

@@ -53,9 +53,7 @@ class TrialAdminSite(admin.AdminSite):
 
     def has_permission(self, request: HttpRequest) -> bool:
         user = request.user
-        return bool(
-            user.is_active and (user.is_superuser or has_capability(user, Capability.MANAGE_TRIAL))
-        )
+        return bool(user.is_active and (user.is_superuser or has_capability(user, Capability.MANAGE_TRIAL)))
 
 
 trial_admin_site = TrialAdminSite(name="admin")
@@ -113,7 +111,9 @@ class ReadOnlyAdmin(ScopedAdmin):
 
 class ReasonForm(forms.ModelForm):
     change_reason = forms.CharField(
-        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Required when changing a record already saved (audit trail).",
     )
 
@@ -160,10 +160,26 @@ class TrialModelAdmin(ScopedAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
-            return ["code", "title", "registry_id", "indications_text", "planned_sample_size", "start_date",
-                    "duration_months", "covariates_json"]
-        return ["code", "title", "registry_id", "planned_sample_size", "start_date", "duration_months", "status",
-                "change_reason"]
+            return [
+                "code",
+                "title",
+                "registry_id",
+                "indications_text",
+                "planned_sample_size",
+                "start_date",
+                "duration_months",
+                "covariates_json",
+            ]
+        return [
+            "code",
+            "title",
+            "registry_id",
+            "planned_sample_size",
+            "start_date",
+            "duration_months",
+            "status",
+            "change_reason",
+        ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_superuser)

@@ -229,8 +229,9 @@ class ParticipantListApi(APIView):
             raise ValidationError({"site": "Must be a site id."})
         queryset = selectors.participants(
             request.user, site_id=int(site) if site else None, search=request.query_params.get("search", "")
-        ).prefetch_related("consents__protocol_version", "consents__taken_by", "consents__recorded_by",
-                           "withdrawals__recorded_by")
+        ).prefetch_related(
+            "consents__protocol_version", "consents__taken_by", "consents__recorded_by", "withdrawals__recorded_by"
+        )
         return _paginated(request, self, queryset, ParticipantSerializer)
 
 

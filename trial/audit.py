@@ -191,13 +191,16 @@ TABLE = "trial_auditevent"
 _PURGE_ALLOWED = threading.local()
 
 POSTGRESQL_INSTALL = [
-    f"""
+    """
     CREATE OR REPLACE FUNCTION consilium_audit_append_only() RETURNS trigger AS $$
     BEGIN
-        IF TG_OP = 'TRUNCATE' AND current_setting('consilium.audit_purge', true) = 'on' THEN
+        -- Only a superuser (who could drop this trigger anyway) may empty the
+        -- table, and only after asking for it: the test database between tests.
+        IF TG_OP = 'TRUNCATE' AND current_setting('consilium.audit_purge', true) = 'on'
+           AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
             RETURN NULL;
         END IF;
-        RAISE EXCEPTION 'audit events are append-only: % refused on {TABLE}', TG_OP
+        RAISE EXCEPTION 'audit events are append-only: % refused on %', TG_OP, TG_TABLE_NAME
             USING ERRCODE = 'insufficient_privilege';
     END
     $$ LANGUAGE plpgsql

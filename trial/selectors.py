@@ -128,9 +128,7 @@ def site_get(user: Any, pk: int, capability: Capability) -> Site:
 # --- Screening and participants -----------------------------------------------
 
 
-def screening_entries(
-    user: Any, *, site_id: int | None = None, status: str | None = None
-) -> QuerySet[ScreeningEntry]:
+def screening_entries(user: Any, *, site_id: int | None = None, status: str | None = None) -> QuerySet[ScreeningEntry]:
     require_capability(user, Capability.VIEW_PARTICIPANTS)
     queryset = ScreeningEntry.objects.filter(scope_filter(user, Capability.VIEW_PARTICIPANTS))
     if site_id is not None:
@@ -308,7 +306,9 @@ def recruitment_summary(user: Any) -> list[SiteRecruitment]:
         .values("site_id")
         .annotate(
             consented=Count("id"),
-            withdrawn=Count("id", filter=Q(follow_up_stopped=True) | Q(ai_processing_stopped=True) | Q(data_withdrawn=True)),
+            withdrawn=Count(
+                "id", filter=Q(follow_up_stopped=True) | Q(ai_processing_stopped=True) | Q(data_withdrawn=True)
+            ),
         )
     }
     rows = []

@@ -68,6 +68,15 @@ def _clean(instance: models.Model, *, exclude: list[str] | None = None) -> None:
     naming each bad field."""
     try:
         instance.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
+        # Django enforces a TextField's max_length in forms only, not in full_clean.
+        for text_field in instance._meta.concrete_fields:
+            if not isinstance(text_field, models.TextField) or not text_field.max_length:
+                continue
+            limit, length = text_field.max_length, len(getattr(instance, text_field.attname) or "")
+            if length > limit and text_field.name not in (exclude or []):
+                raise ValidationError(
+                    {text_field.name: f"Ensure this value has at most {limit} characters (it has {length})."}
+                )
     except ValidationError as error:
         details = "; ".join(
             f"{field}: {' '.join(str(m) for m in messages)}" for field, messages in error.message_dict.items()
@@ -92,9 +101,7 @@ def _not_in_future(value: dt.date, what: str, field: str) -> None:
 
 def _require_recruiting(trial: Trial) -> None:
     if trial.status != TrialStatus.RECRUITING:
-        raise RuleViolation(
-            f"Recruitment is not open for trial {trial.code} (status: {trial.get_status_display()})."
-        )
+        raise RuleViolation(f"Recruitment is not open for trial {trial.code} (status: {trial.get_status_display()}).")
 
 
 def _locked_site(site: Site) -> Site:
@@ -149,7 +156,9 @@ def _validate_covariate_definitions(covariates: list[dict[str, Any]]) -> None:
         name = covariate.get("name")
         choices = covariate.get("choices")
         if not name or not isinstance(choices, list) or len(choices) < 2:
-            raise RuleViolation("Each covariate needs a name and at least two choices.", field="stratification_covariates")
+            raise RuleViolation(
+                "Each covariate needs a name and at least two choices.", field="stratification_covariates"
+            )
         if name in names:
             raise RuleViolation(f"Covariate {name!r} is defined twice.", field="stratification_covariates")
         if covariate.get("indication") not in (None, *Indication.values):
@@ -246,14 +255,14 @@ def site_add(
     site = Site(trial=trial, code=code, name=name, country=country, target_participants=target_participants)
     _clean(site, exclude=["trial"])
     site.save()
-    audit.record(actor=actor, role=role, action="site.add", obj=site, trial=trial, site=site, after=audit.snapshot(site))
+    audit.record(
+        actor=actor, role=role, action="site.add", obj=site, trial=trial, site=site, after=audit.snapshot(site)
+    )
     return site
 
 
 @transaction.atomic
-def membership_grant(
-    *, actor: Actor, user: User, trial: Trial, role: str, site: Site | None = None
-) -> Membership:
+def membership_grant(*, actor: Actor, user: User, trial: Trial, role: str, site: Site | None = None) -> Membership:
     acting_role = _authorize_trial_management(actor, trial)
     if role not in Role.values:
         raise RuleViolation(f"Unknown role {role!r}.", field="role")
@@ -383,9 +392,7 @@ def screening_create(
 
 def _check_year_of_birth(year_of_birth: int, on: dt.date) -> None:
     if not isinstance(year_of_birth, int) or not (on.year - 120 <= year_of_birth <= on.year):
-        raise RuleViolation(
-            f"Year of birth must be between {on.year - 120} and {on.year}.", field="year_of_birth"
-        )
+        raise RuleViolation(f"Year of birth must be between {on.year - 120} and {on.year}.", field="year_of_birth")
 
 
 _CORRECTABLE_SCREENING_FIELDS = {"screened_on", "year_of_birth", "sex"}
@@ -404,8 +411,13 @@ def screening_correct(*, actor: Actor, entry: ScreeningEntry, changes: dict[str,
     for field, value in changes.items():
         setattr(entry, field, value)
     _not_in_future(entry.screened_on, "screening date", "screened_on")
+    if entry.screened_on < entry.trial.start_date:
+        raise RuleViolation(
+            f"The screening date is before the trial started ({entry.trial.start_date.isoformat()}).",
+            field="screened_on",
+        )
     _check_year_of_birth(entry.year_of_birth, entry.screened_on)
-    if hasattr(entry, "participant") and entry.screened_on > entry.participant.enrolled_at.date():
+    if hasattr(entry, "participant") and entry.screened_on > timezone.localdate(entry.participant.enrolled_at):
         raise RuleViolation("The screening date cannot be after consent.", field="screened_on")
     _clean(entry, exclude=["trial", "site", "created_by"])
     after = audit.snapshot(entry, sorted(changes))
@@ -558,14 +570,19 @@ def _validate_covariates(trial: Trial, indication: str, covariates: dict[str, An
 
 
 def _check_consent(
-    *, participant_site: Site, protocol: ProtocolVersion, form_version: str, consented_at: dt.datetime, taken_by: Any,
-    not_before: dt.date
+    *,
+    participant_site: Site,
+    protocol: ProtocolVersion,
+    form_version: str,
+    consented_at: dt.datetime,
+    taken_by: Any,
+    not_before: dt.date,
 ) -> None:
     if timezone.is_naive(consented_at):
         raise RuleViolation("The consent time must carry a time zone.", field="consented_at")
     if consented_at > timezone.now():
         raise RuleViolation("The consent date and time are in the future.", field="consented_at")
-    if consented_at.date() < not_before:
+    if timezone.localdate(consented_at) < not_before:
         raise RuleViolation(
             f"Consent cannot be dated before screening ({not_before.isoformat()}).", field="consented_at"
         )
@@ -668,7 +685,7 @@ def consent_renew(
         form_version=form_version,
         consented_at=consented_at,
         taken_by=taken_by,
-        not_before=participant.enrolled_at.date(),
+        not_before=timezone.localdate(participant.enrolled_at),
     )
     consent = Consent.objects.create(
         participant=participant,
@@ -708,13 +725,15 @@ def participant_withdraw(
         )
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     _not_in_future(withdrawn_on, "withdrawal date", "withdrawn_on")
-    if withdrawn_on < participant.enrolled_at.date():
+    if withdrawn_on < timezone.localdate(participant.enrolled_at):
         raise RuleViolation("The withdrawal date is before enrollment.", field="withdrawn_on")
     if participant.data_withdrawn:
         raise Conflict(f"{participant.study_id} has already withdrawn their data; nothing more can be withdrawn.")
     if participant.withdrawals.filter(scope=scope).exists():
         raise Conflict(f"{participant.study_id} has already withdrawn with this scope.")
-    before = audit.snapshot(participant, ["follow_up_stopped", "ai_processing_stopped", "data_withdrawn", "withdrawn_on"])
+    before = audit.snapshot(
+        participant, ["follow_up_stopped", "ai_processing_stopped", "data_withdrawn", "withdrawn_on"]
+    )
     withdrawal = Withdrawal.objects.create(
         participant=participant, withdrawn_on=withdrawn_on, scope=scope, reason=reason, recorded_by=actor.user
     )
@@ -768,8 +787,7 @@ def _check_reference(result: ReferenceStandardResult, participant: Participant) 
     allowed_kinds = KIND_FOR_INDICATION[Indication(participant.indication)]
     if result.kind not in allowed_kinds:
         raise RuleViolation(
-            f"A {ReferenceKind(result.kind).label.lower()} result does not fit a "
-            f"{participant.indication} participant.",
+            f"A {ReferenceKind(result.kind).label.lower()} result does not fit a {participant.indication} participant.",
             field="kind",
         )
     _clean(result, exclude=["participant", "recorded_by"])
@@ -798,7 +816,9 @@ def _check_reference(result: ReferenceStandardResult, participant: Participant) 
     if not result.thyroid_histology:
         raise RuleViolation("Surgical histology needs a diagnosis.", field="thyroid_histology")
     if result.bethesda_category is not None:
-        raise RuleViolation("A Bethesda category belongs to cytology, not surgical histology.", field="bethesda_category")
+        raise RuleViolation(
+            "A Bethesda category belongs to cytology, not surgical histology.", field="bethesda_category"
+        )
     if any(tnm):
         if result.thyroid_histology not in MALIGNANT_THYROID:
             raise RuleViolation("A TNM stage is given only for malignancy.", field="tnm_t")
@@ -844,6 +864,9 @@ def reference_result_correct(
     unknown = set(changes) - set(REFERENCE_FIELDS)
     if unknown:
         raise RuleViolation(f"Unknown fields: {', '.join(sorted(unknown))}.")
+    # The caller's participant may be stale: re-read it under the lock that
+    # participant_withdraw takes, so a withdrawal of data cannot be overtaken.
+    participant = Participant.objects.select_for_update().select_related("screening").get(pk=participant.pk)
     if participant.data_withdrawn:
         raise RuleViolation(f"{participant.study_id} has withdrawn their data; it can no longer be changed.")
     result = ReferenceStandardResult.objects.select_for_update().get(pk=result.pk)

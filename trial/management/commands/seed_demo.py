@@ -38,22 +38,46 @@ TRIAL_CODE = "CONSILIUM-DEMO"
 ELIGIBILITY_CRITERIA: list[dict[str, Any]] = [
     {"code": "INC-AGE", "text": "Aged 18 years or older", "kind": "inclusion", "indication": None},
     {"code": "INC-CONSENT", "text": "Able to give informed consent", "kind": "inclusion", "indication": None},
-    {"code": "INC-COLPO", "text": "Referred for colposcopy after an abnormal screening test", "kind": "inclusion",
-     "indication": "cervical"},
-    {"code": "INC-NODULE", "text": "Thyroid nodule ≥ 1 cm referred for ultrasound assessment", "kind": "inclusion",
-     "indication": "thyroid"},
+    {
+        "code": "INC-COLPO",
+        "text": "Referred for colposcopy after an abnormal screening test",
+        "kind": "inclusion",
+        "indication": "cervical",
+    },
+    {
+        "code": "INC-NODULE",
+        "text": "Thyroid nodule ≥ 1 cm referred for ultrasound assessment",
+        "kind": "inclusion",
+        "indication": "thyroid",
+    },
     {"code": "EXC-PREGNANT", "text": "Pregnancy beyond 20 weeks", "kind": "exclusion", "indication": "cervical"},
-    {"code": "EXC-TREATED", "text": "Previous excisional treatment of the cervix", "kind": "exclusion",
-     "indication": "cervical"},
+    {
+        "code": "EXC-TREATED",
+        "text": "Previous excisional treatment of the cervix",
+        "kind": "exclusion",
+        "indication": "cervical",
+    },
     {"code": "EXC-THYROIDECTOMY", "text": "Previous thyroid surgery", "kind": "exclusion", "indication": "thyroid"},
-    {"code": "EXC-OTHER-TRIAL", "text": "Taking part in another interventional trial", "kind": "exclusion",
-     "indication": None},
+    {
+        "code": "EXC-OTHER-TRIAL",
+        "text": "Taking part in another interventional trial",
+        "kind": "exclusion",
+        "indication": None,
+    },
 ]
 COVARIATES: list[dict[str, Any]] = [
-    {"name": "hpv_status", "label": "HPV status", "choices": ["positive", "negative", "unknown"],
-     "indication": "cervical"},
-    {"name": "nodule_size_band", "label": "Nodule size band", "choices": ["10-19 mm", "20-39 mm", "40+ mm"],
-     "indication": "thyroid"},
+    {
+        "name": "hpv_status",
+        "label": "HPV status",
+        "choices": ["positive", "negative", "unknown"],
+        "indication": "cervical",
+    },
+    {
+        "name": "nodule_size_band",
+        "label": "Nodule size band",
+        "choices": ["10-19 mm", "20-39 mm", "40+ mm"],
+        "indication": "thyroid",
+    },
 ]
 SITES = [
     ("C01", "Northbridge University Hospital", "United Kingdom", 120),
@@ -119,8 +143,9 @@ class Command(BaseCommand):
             eligibility_criteria=ELIGIBILITY_CRITERIA,
         )
         sites = {
-            code: services.site_add(actor=system, trial=trial, code=code, name=name, country=country,
-                                    target_participants=target)
+            code: services.site_add(
+                actor=system, trial=trial, code=code, name=name, country=country, target_participants=target
+            )
             for code, name, country, target in SITES
         }
         users = {}
@@ -128,11 +153,15 @@ class Command(BaseCommand):
         for username, role, site_code, password in DEMO_USERS:
             user = model.objects.filter(username=username).first()
             if user is None:
-                user = model.objects.create_user(username=username, password=password,
-                                                 is_staff=(role == Role.TRIAL_ADMIN),
-                                                 is_superuser=(role == Role.TRIAL_ADMIN))
-            services.membership_grant(actor=system, user=user, trial=trial, role=role,
-                                      site=sites[site_code] if site_code else None)
+                user = model.objects.create_user(
+                    username=username,
+                    password=password,
+                    is_staff=(role == Role.TRIAL_ADMIN),
+                    is_superuser=(role == Role.TRIAL_ADMIN),
+                )
+            services.membership_grant(
+                actor=system, user=user, trial=trial, role=role, site=sites[site_code] if site_code else None
+            )
             users[username] = user
         trial = services.trial_set_status(
             actor=Actor.for_user(users["admin"], label="seed_demo"),
@@ -146,8 +175,9 @@ class Command(BaseCommand):
             for index in range(PARTICIPANTS_PER_SITE):
                 self._one_person(rng, site, coordinators[code], users["pathologist"], index, today)
 
-    def _one_person(self, rng: random.Random, site: Site, coordinator: Any, pathologist: Any, index: int,
-                    today: dt.date) -> None:
+    def _one_person(
+        self, rng: random.Random, site: Site, coordinator: Any, pathologist: Any, index: int, today: dt.date
+    ) -> None:
         actor = Actor.for_user(coordinator, label="seed_demo")
         indication = Indication.CERVICAL if rng.random() < 0.55 else Indication.THYROID
         screened_on = today - dt.timedelta(days=rng.randint(10, 140))
@@ -164,8 +194,9 @@ class Command(BaseCommand):
         state = index % 14
         if state == 0:
             return  # awaiting the eligibility check
-        answers = {c["code"]: c["kind"] == "inclusion" for c in ELIGIBILITY_CRITERIA
-                   if c["indication"] in (None, indication)}
+        answers = {
+            c["code"]: c["kind"] == "inclusion" for c in ELIGIBILITY_CRITERIA if c["indication"] in (None, indication)
+        }
         if state == 1:
             answers["EXC-OTHER-TRIAL"] = True
         elif state == 2:
@@ -174,12 +205,14 @@ class Command(BaseCommand):
         if state in (1, 2):
             return
         if state == 3:
-            services.screening_close(actor=actor, entry=entry, outcome="declined",
-                                     reason="Prefers standard care without study procedures")
+            services.screening_close(
+                actor=actor, entry=entry, outcome="declined", reason="Prefers standard care without study procedures"
+            )
             return
         if state == 4:
-            services.screening_close(actor=actor, entry=entry, outcome="not_enrolled",
-                                     reason="Did not attend the consent visit")
+            services.screening_close(
+                actor=actor, entry=entry, outcome="not_enrolled", reason="Did not attend the consent visit"
+            )
             return
         if state == 5:
             return  # eligible, awaiting consent
@@ -194,43 +227,76 @@ class Command(BaseCommand):
             else {"nodule_size_band": rng.choice(["10-19 mm", "20-39 mm", "40+ mm"])}
         )
         participant = services.participant_enroll(
-            actor=actor, entry=entry, form_version="1.0", consented_at=consented_at, taken_by=coordinator,
+            actor=actor,
+            entry=entry,
+            form_version="1.0",
+            consented_at=consented_at,
+            taken_by=coordinator,
             covariates=covariates,
         )
         enrolled_on = consented_at.date()
         if state in (6, 7, 8, 9, 10) and enrolled_on + dt.timedelta(days=14) <= today:
-            self._reference_result(rng, participant, pathologist, enrolled_on + dt.timedelta(days=rng.randint(3, 10)),
-                                   today)
-        withdrawal_scope = {11: WithdrawalScope.STOP_FOLLOW_UP, 12: WithdrawalScope.STOP_AI_PROCESSING,
-                            13: WithdrawalScope.WITHDRAW_DATA}.get(state)
+            self._reference_result(
+                rng, participant, pathologist, enrolled_on + dt.timedelta(days=rng.randint(3, 10)), today
+            )
+        withdrawal_scope = {
+            11: WithdrawalScope.STOP_FOLLOW_UP,
+            12: WithdrawalScope.STOP_AI_PROCESSING,
+            13: WithdrawalScope.WITHDRAW_DATA,
+        }.get(state)
         if withdrawal_scope is not None:
             services.participant_withdraw(
-                actor=actor, participant=participant, withdrawn_on=min(enrolled_on + dt.timedelta(days=5), today),
-                scope=withdrawal_scope, reason="Participant's decision, no reason given",
+                actor=actor,
+                participant=participant,
+                withdrawn_on=min(enrolled_on + dt.timedelta(days=5), today),
+                scope=withdrawal_scope,
+                reason="Participant's decision, no reason given",
             )
 
-    def _reference_result(self, rng: random.Random, participant: Any, pathologist: Any, sample_date: dt.date,
-                          today: dt.date) -> None:
+    def _reference_result(
+        self, rng: random.Random, participant: Any, pathologist: Any, sample_date: dt.date, today: dt.date
+    ) -> None:
         actor = Actor.for_user(pathologist, label="seed_demo")
         result_date = min(sample_date + dt.timedelta(days=rng.randint(2, 9)), today)
         if participant.indication == Indication.CERVICAL:
-            histology = rng.choice([CervicalHistology.NEGATIVE, CervicalHistology.CIN1, CervicalHistology.CIN2,
-                                    CervicalHistology.CIN3, CervicalHistology.INVASIVE_SQUAMOUS])
+            histology = rng.choice(
+                [
+                    CervicalHistology.NEGATIVE,
+                    CervicalHistology.CIN1,
+                    CervicalHistology.CIN2,
+                    CervicalHistology.CIN3,
+                    CervicalHistology.INVASIVE_SQUAMOUS,
+                ]
+            )
             services.reference_result_record(
-                actor=actor, participant=participant, kind=ReferenceKind.CERVICAL_HISTOLOGY,
-                sample_date=sample_date, result_date=result_date, cervical_histology=histology,
+                actor=actor,
+                participant=participant,
+                kind=ReferenceKind.CERVICAL_HISTOLOGY,
+                sample_date=sample_date,
+                result_date=result_date,
+                cervical_histology=histology,
                 figo_stage="IB1" if histology == CervicalHistology.INVASIVE_SQUAMOUS else "",
             )
             return
         category = rng.choice([Bethesda.II, Bethesda.II, Bethesda.III, Bethesda.V, Bethesda.VI])
         services.reference_result_record(
-            actor=actor, participant=participant, kind=ReferenceKind.THYROID_CYTOLOGY,
-            sample_date=sample_date, result_date=result_date, bethesda_category=category,
+            actor=actor,
+            participant=participant,
+            kind=ReferenceKind.THYROID_CYTOLOGY,
+            sample_date=sample_date,
+            result_date=result_date,
+            bethesda_category=category,
         )
         if category == Bethesda.VI and result_date + dt.timedelta(days=5) <= today:
             surgery = result_date + dt.timedelta(days=3)
             services.reference_result_record(
-                actor=actor, participant=participant, kind=ReferenceKind.THYROID_HISTOLOGY,
-                sample_date=surgery, result_date=min(surgery + dt.timedelta(days=2), today),
-                thyroid_histology=ThyroidHistology.PAPILLARY, tnm_t="T1b", tnm_n="N0a", tnm_m="M0",
+                actor=actor,
+                participant=participant,
+                kind=ReferenceKind.THYROID_HISTOLOGY,
+                sample_date=surgery,
+                result_date=min(surgery + dt.timedelta(days=2), today),
+                thyroid_histology=ThyroidHistology.PAPILLARY,
+                tnm_t="T1b",
+                tnm_n="N0a",
+                tnm_m="M0",
             )
