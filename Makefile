@@ -26,7 +26,7 @@ demo: venv
 
 check: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy .
+	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 test: check
