@@ -194,3 +194,23 @@ def api_client(user: Any | None) -> APIClient:
     if user is not None:
         client.force_authenticate(user)
     return client
+
+
+@pytest.fixture
+def make_scheme(recruiting: Trial) -> Callable[..., Any]:
+    """Configure and activate a randomization scheme for the recruiting trial."""
+    from randomization import services as randomization_services
+
+    def make(method: str = "permuted_blocks", **options: Any) -> Any:
+        options.setdefault("factors", ["site", "indication"])
+        if method == "permuted_blocks":
+            options.setdefault("block_sizes", [2, 4, 6])
+        randomization_services.scheme_configure(actor=SYSTEM, trial=recruiting, method=method, **options)
+        return randomization_services.scheme_activate(actor=SYSTEM, trial=recruiting)
+
+    return make
+
+
+@pytest.fixture
+def block_scheme(make_scheme: Callable[..., Any]) -> Any:
+    return make_scheme()

@@ -24,35 +24,65 @@ class Capability(StrEnum):
     RECORD_REFERENCE_STANDARD = "record_reference_standard"
     VIEW_AUDIT = "view_audit"
     MANAGE_TRIAL = "manage_trial"
+    RANDOMIZE = "randomize"
+    VIEW_ARM = "view_arm"
+    VIEW_ARM_MASKED = "view_arm_masked"
+    VIEW_BALANCE = "view_balance"
+    VIEW_UNBLINDINGS = "view_unblindings"
+    CONFIGURE_RANDOMIZATION = "configure_randomization"
+    UNBLIND = "unblind"
 
 
 _READ_ENROLLMENT = {Capability.VIEW_RECRUITMENT, Capability.VIEW_PARTICIPANTS}
+# Arms are open to those who act on them (the clinical read differs by arm)
+# and to those who oversee the trial; never before an allocation is made.
+_SEE_ARMS = {Capability.VIEW_ARM}
+_OVERSIGHT = {Capability.VIEW_ARM, Capability.VIEW_BALANCE, Capability.VIEW_UNBLINDINGS}
 
 ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
     Role.COORDINATOR: frozenset(
         _READ_ENROLLMENT
+        | _SEE_ARMS
         | {
             Capability.VIEW_REFERENCE_STANDARD,
             Capability.SCREEN,
             Capability.ENROLL,
             Capability.WITHDRAW,
             Capability.RECORD_REFERENCE_STANDARD,
+            Capability.RANDOMIZE,
         }
     ),
-    # Clinical readers see their site's participants but not the reference
-    # standard: knowing the histology would bias the clinical read.
-    Role.CLINICIAN_READER: frozenset(_READ_ENROLLMENT),
+    # Clinical readers see their site's participants and arms (the AI second
+    # opinion is shown in one arm only) but not the reference standard:
+    # knowing the histology would bias the clinical read.
+    Role.CLINICIAN_READER: frozenset(_READ_ENROLLMENT | _SEE_ARMS),
     # The independent panel sees nothing of enrollment: only its worklist.
     Role.BLINDED_READER: frozenset(),
+    # Reference assessors stay blind to the arm.
     Role.PATHOLOGIST: frozenset(
         _READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD, Capability.RECORD_REFERENCE_STANDARD}
     ),
-    Role.STATISTICIAN_BLINDED: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD}),
-    Role.STATISTICIAN_UNBLINDED: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD}),
-    Role.DSMB: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD}),
-    Role.MONITOR: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_AUDIT}),
+    # The blinded statistician sees arms only as "A"/"B" until unblinding.
+    Role.STATISTICIAN_BLINDED: frozenset(
+        _READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_ARM_MASKED}
+    ),
+    Role.STATISTICIAN_UNBLINDED: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD} | _OVERSIGHT),
+    Role.DSMB: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD} | _OVERSIGHT),
+    Role.MONITOR: frozenset(
+        _READ_ENROLLMENT
+        | _SEE_ARMS
+        | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_AUDIT, Capability.VIEW_UNBLINDINGS}
+    ),
     Role.TRIAL_ADMIN: frozenset(
-        _READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_AUDIT, Capability.MANAGE_TRIAL}
+        _READ_ENROLLMENT
+        | _OVERSIGHT
+        | {
+            Capability.VIEW_REFERENCE_STANDARD,
+            Capability.VIEW_AUDIT,
+            Capability.MANAGE_TRIAL,
+            Capability.CONFIGURE_RANDOMIZATION,
+            Capability.UNBLIND,
+        }
     ),
 }
 

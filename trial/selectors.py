@@ -184,25 +184,28 @@ def reference_result_get(user: Any, participant: Participant, pk: int) -> Refere
 
 # Event kinds hidden from roles that may not see what they describe.
 _REFERENCE_OBJECT_TYPE = ReferenceStandardResult._meta.label_lower
+# Events that carry an arm (allocation, unblinding): only for roles that see arms.
+ARM_OBJECT_TYPES = ("randomization.allocation", "randomization.unblinding")
+
+
+def _visible_events(user: Any, events: QuerySet[AuditEvent], *, trial_id: int, site_id: int) -> QuerySet[AuditEvent]:
+    if role_for(user, Capability.VIEW_REFERENCE_STANDARD, trial_id=trial_id, site_id=site_id) is None:
+        events = events.exclude(object_type=_REFERENCE_OBJECT_TYPE)
+    if role_for(user, Capability.VIEW_ARM, trial_id=trial_id, site_id=site_id) is None:
+        events = events.exclude(object_type__in=ARM_OBJECT_TYPES)
+    return events.order_by("sequence")
 
 
 def participant_timeline(user: Any, participant: Participant) -> QuerySet[AuditEvent]:
     """The participant's history, screening onwards, as audit events, without
     the events the user's role may not see."""
     events = AuditEvent.objects.filter(screening_id=participant.screening_id)
-    if not can_see_reference_standard(user, participant):
-        events = events.exclude(object_type=_REFERENCE_OBJECT_TYPE)
-    return events.order_by("sequence")
+    return _visible_events(user, events, trial_id=participant.trial_id, site_id=participant.site_id)
 
 
 def screening_timeline(user: Any, entry: ScreeningEntry) -> QuerySet[AuditEvent]:
     events = AuditEvent.objects.filter(screening_id=entry.pk)
-    reference_visible = (
-        role_for(user, Capability.VIEW_REFERENCE_STANDARD, trial_id=entry.trial_id, site_id=entry.site_id) is not None
-    )
-    if not reference_visible:
-        events = events.exclude(object_type=_REFERENCE_OBJECT_TYPE)
-    return events.order_by("sequence")
+    return _visible_events(user, events, trial_id=entry.trial_id, site_id=entry.site_id)
 
 
 # --- Audit trail ----------------------------------------------------------------

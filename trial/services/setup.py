@@ -26,6 +26,7 @@ from trial.services.checks import (
     clean_model,
     require_reason,
 )
+from trial.signals import recruitment_opened
 
 
 @transaction.atomic
@@ -106,6 +107,8 @@ def trial_set_status(*, actor: Actor, trial: Trial, status: str, reason: str) ->
         after=audit.snapshot(trial, ["status"]),
         reason=reason,
     )
+    if status == TrialStatus.RECRUITING and before["status"] != TrialStatus.RECRUITING:
+        recruitment_opened.send(sender=Trial, trial=trial, actor=actor)
     return trial
 
 

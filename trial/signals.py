@@ -1,0 +1,8 @@
+"""Signals other apps listen to. Sent inside the service's transaction, so a
+receiver's writes commit or roll back with the change itself."""
+
+from django.dispatch import Signal
+
+# Sent by services.trial_set_status when a trial starts recruiting.
+# Arguments: trial, actor.
+recruitment_opened = Signal()
