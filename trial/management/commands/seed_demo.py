@@ -1,5 +1,6 @@
-"""Load the demo trial: three sites, a user for every role, and a few dozen
-people in every state of the enrollment flow. Idempotent: a second run
+"""Load the demo trial: three sites, a user for every role, a stratified
+permuted-block randomization scheme, and a few dozen people in every state of
+the enrollment flow (enrolled participants randomized). Idempotent: a second run
 changes nothing and prints the logins again.
 
 All data are invented. Every write goes through the services, acted by the
@@ -17,6 +18,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from randomization import services as randomization_services
 from trial import services
 from trial.actors import Actor
 from trial.models import (
@@ -163,8 +165,18 @@ class Command(BaseCommand):
                 actor=system, user=user, trial=trial, role=role, site=sites[site_code] if site_code else None
             )
             users[username] = user
+        admin = Actor.for_user(users["admin"], label="seed_demo")
+        randomization_services.scheme_configure(
+            actor=admin,
+            trial=trial,
+            method="permuted_blocks",
+            ratio=(1, 1),
+            block_sizes=[2, 4, 6],
+            factors=["site", "indication"],
+        )
+        # Opening recruitment locks the scheme and commits its seed.
         trial = services.trial_set_status(
-            actor=Actor.for_user(users["admin"], label="seed_demo"),
+            actor=admin,
             trial=trial,
             status=TrialStatus.RECRUITING,
             reason="Ethics and regulatory approval received",
@@ -234,6 +246,7 @@ class Command(BaseCommand):
             taken_by=coordinator,
             covariates=covariates,
         )
+        randomization_services.participant_randomize(actor=actor, participant=participant)
         enrolled_on = consented_at.date()
         if state in (6, 7, 8, 9, 10) and enrolled_on + dt.timedelta(days=14) <= today:
             self._reference_result(
