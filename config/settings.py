@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "axes",
     "trial",
     "randomization",
+    "imaging",
 ]
 
 MIDDLEWARE = [
@@ -237,6 +238,13 @@ SPECTACULAR_SETTINGS = {
 # Celery: the default broker is kombu's filesystem transport, which needs no
 # server, so a laptop demo runs a real worker; production sets a Redis or
 # RabbitMQ URL.
+# Imaging: uploads over this size are refused; the pixel bound (pixels ×
+# frames) is checked from the header before anything is decoded.
+IMAGING_MAX_UPLOAD_BYTES = env_int("IMAGING_MAX_UPLOAD_BYTES", 200 * 1024 * 1024)
+IMAGING_MAX_PIXELS = env_int("IMAGING_MAX_PIXELS", 150_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_FOLDER = VAR_DIR / "celery-broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):

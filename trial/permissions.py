@@ -31,6 +31,9 @@ class Capability(StrEnum):
     VIEW_UNBLINDINGS = "view_unblindings"
     CONFIGURE_RANDOMIZATION = "configure_randomization"
     UNBLIND = "unblind"
+    UPLOAD_IMAGES = "upload_images"
+    VIEW_IMAGES = "view_images"
+    EXPORT_IMAGES = "export_images"
 
 
 _READ_ENROLLMENT = {Capability.VIEW_RECRUITMENT, Capability.VIEW_PARTICIPANTS}
@@ -50,12 +53,14 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.WITHDRAW,
             Capability.RECORD_REFERENCE_STANDARD,
             Capability.RANDOMIZE,
+            Capability.UPLOAD_IMAGES,
+            Capability.VIEW_IMAGES,
         }
     ),
     # Clinical readers see their site's participants and arms (the AI second
     # opinion is shown in one arm only) but not the reference standard:
     # knowing the histology would bias the clinical read.
-    Role.CLINICIAN_READER: frozenset(_READ_ENROLLMENT | _SEE_ARMS),
+    Role.CLINICIAN_READER: frozenset(_READ_ENROLLMENT | _SEE_ARMS | {Capability.VIEW_IMAGES}),
     # The independent panel sees nothing of enrollment: only its worklist.
     Role.BLINDED_READER: frozenset(),
     # Reference assessors stay blind to the arm.
@@ -64,14 +69,30 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
     ),
     # The blinded statistician sees arms only as "A"/"B" until unblinding.
     Role.STATISTICIAN_BLINDED: frozenset(
-        _READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_ARM_MASKED}
+        _READ_ENROLLMENT
+        | {
+            Capability.VIEW_REFERENCE_STANDARD,
+            Capability.VIEW_ARM_MASKED,
+            Capability.VIEW_IMAGES,
+            Capability.EXPORT_IMAGES,
+        }
     ),
-    Role.STATISTICIAN_UNBLINDED: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD} | _OVERSIGHT),
+    Role.STATISTICIAN_UNBLINDED: frozenset(
+        _READ_ENROLLMENT
+        | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_IMAGES, Capability.EXPORT_IMAGES}
+        | _OVERSIGHT
+    ),
     Role.DSMB: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD} | _OVERSIGHT),
     Role.MONITOR: frozenset(
         _READ_ENROLLMENT
         | _SEE_ARMS
-        | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_AUDIT, Capability.VIEW_UNBLINDINGS}
+        | {
+            Capability.VIEW_REFERENCE_STANDARD,
+            Capability.VIEW_AUDIT,
+            Capability.VIEW_UNBLINDINGS,
+            Capability.VIEW_IMAGES,
+            Capability.EXPORT_IMAGES,
+        }
     ),
     Role.TRIAL_ADMIN: frozenset(
         _READ_ENROLLMENT
@@ -82,6 +103,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.MANAGE_TRIAL,
             Capability.CONFIGURE_RANDOMIZATION,
             Capability.UNBLIND,
+            Capability.VIEW_IMAGES,
         }
     ),
 }
