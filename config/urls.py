@@ -10,8 +10,12 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", trial_admin_site.urls),
     path("api/v1/", include("trial.api_urls")),
+    path("api/v1/", include("randomization.api_urls")),
+    path("api/v1/", include("imaging.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("randomization/", include("randomization.urls")),
+    path("imaging/", include("imaging.urls")),
     path("", include("trial.urls")),
 ]
 

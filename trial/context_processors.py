@@ -19,6 +19,9 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "screen": has_capability(user, Capability.SCREEN),
             "audit": has_capability(user, Capability.VIEW_AUDIT),
             "admin": has_capability(user, Capability.MANAGE_TRIAL),
+            "randomization": has_capability(user, Capability.CONFIGURE_RANDOMIZATION)
+            or has_capability(user, Capability.VIEW_BALANCE),
+            "unblindings": has_capability(user, Capability.VIEW_UNBLINDINGS),
         },
         "my_memberships": memberships_of(user),
     }

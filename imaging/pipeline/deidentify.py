@@ -4,6 +4,8 @@ Confidentiality Profile.
 The attribute table and its actions (D replace, Z empty, X remove, U replace
 UID, and their combinations) come from the dicom-anonymizer package's copy
 of the standard's Table E.1-1 (edition 2026c). On top of it:
+- X attributes are removed and Z attributes emptied outright (the package
+  would put dummy dates into both);
 - every UID the profile replaces is mapped consistently per trial (a keyed
   hash of the original), so the images of one series stay together and the
   same source UID always maps to the same new one;
@@ -68,21 +70,25 @@ def trial_uid(uid_key: bytes, original: str) -> str:
     return UID_ROOT + str(int.from_bytes(digest[:16], "big"))
 
 
-def _is_instance_uid(keyword: str, value: str) -> bool:
+def _is_instance_uid(keyword: str, value: str, *, listed: bool = False) -> bool:
     """Instance UIDs identify a study, series or image and are replaced;
     class UIDs and registered UIDs (SOP classes, transfer syntaxes, coding
-    schemes) say what something is and stay."""
-    if keyword.endswith(("ClassUID", "TransferSyntaxUID")) or keyword == "CodingSchemeUID":
+    schemes) say what something is and stay. An attribute the profile lists
+    as U (`listed`) is replaced unless its value is a registered UID: a
+    Manufacturer's Device Class UID, say, is vendor-assigned and traceable."""
+    if not listed and (keyword.endswith(("ClassUID", "TransferSyntaxUID")) or keyword == "CodingSchemeUID"):
         return False
     return UID(value).name == value  # not in the registry of well-known UIDs
 
 
-def _replace_uid_element(element: DataElement, uid_key: bytes, counter: list[int]) -> None:
+def _replace_uid_element(element: DataElement, uid_key: bytes, counter: list[int], *, listed: bool = False) -> None:
     keyword = element.keyword or ""
     if element.value in (None, "") or element.VR != "UI":
         return
     values = list(element.value) if element.VM > 1 else [element.value]
-    replaced = [trial_uid(uid_key, str(v)) if _is_instance_uid(keyword, str(v)) else str(v) for v in values]
+    replaced = [
+        trial_uid(uid_key, str(v)) if _is_instance_uid(keyword, str(v), listed=listed) else str(v) for v in values
+    ]
     if replaced != [str(v) for v in values]:
         element.value = replaced if element.VM > 1 else replaced[0]
         counter[0] += 1
@@ -101,9 +107,26 @@ def _uid_action(uid_key: bytes, counter: list[int]) -> Callable[[Dataset, Any], 
                 for inner in item.iterall():
                     _replace_uid_element(inner, uid_key, counter)
         else:
-            _replace_uid_element(element, uid_key, counter)
+            _replace_uid_element(element, uid_key, counter, listed=True)
 
     return replace
+
+
+def _remove(dataset: Dataset, tag: Any) -> None:
+    """The profile's X action. dicomanonymizer's own puts a dummy date into
+    DA attributes instead of removing them."""
+    element = dataset.get(tag)
+    if element is not None:
+        del dataset[element.tag]
+
+
+def _empty(dataset: Dataset, tag: Any) -> None:
+    """The profile's Z action as a zero-length value: dicomanonymizer's own
+    puts dummy dates and times in, and keeps the items of a sequence."""
+    element = dataset.get(tag)
+    if element is None:
+        return
+    element.value = Sequence([]) if element.VR == "SQ" else None
 
 
 def _sweep_nested(dataset: Dataset, uid_key: bytes, counter: list[int]) -> list[str]:
@@ -127,6 +150,16 @@ def _sweep_nested(dataset: Dataset, uid_key: bytes, counter: list[int]) -> list[
 def _uid_tags() -> list[tuple[int, ...]]:
     tables = dicom_anonymization_database_selector(PROFILE_EDITION)
     return [*tables["U_TAGS"], *tables["X_Z_U_STAR_TAGS"]]
+
+
+def _rules(uid_key: bytes, counter: list[int]) -> dict[tuple[int, ...], Callable[[Dataset, Any], None]]:
+    """Actions replacing dicomanonymizer's for X, Z and U attributes."""
+    tables = dicom_anonymization_database_selector(PROFILE_EDITION)
+    rules: dict[tuple[int, ...], Callable[[Dataset, Any], None]] = {tag: _remove for tag in tables["X_TAGS"]}
+    rules.update({tag: _empty for tag in tables["Z_TAGS"]})
+    uid_action = _uid_action(uid_key, counter)
+    rules.update({tag: uid_action for tag in _uid_tags()})
+    return rules
 
 
 def _snapshot(dataset: Dataset) -> dict[BaseTag, Any]:
@@ -166,11 +199,9 @@ def deidentify(
     report.private_removed = sum(1 for element in dataset.iterall() if element.tag.is_private)
     before = _snapshot(dataset)
     counter = [0]
-    uid_action = _uid_action(uid_key, counter)
-    rules: dict[tuple[int, ...], Callable[[Dataset, Any], None]] = {tag: uid_action for tag in _uid_tags()}
     anonymizer.anonymize_dataset(
         dataset,
-        extra_anonymization_rules=rules,
+        extra_anonymization_rules=_rules(uid_key, counter),
         delete_private_tags=True,
         base_rules_gen=lambda: anonymizer.initialize_actions(PROFILE_EDITION),
     )

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 from dataclasses import dataclass
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space, get_decoder
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
 from imaging.pipeline.errors import Rejected
@@ -31,6 +33,8 @@ PHOTOGRAPH_SOP_CLASSES = {
 }
 # Ultrasound region calibration: PhysicalUnits code 3 means centimetres.
 _CENTIMETRES = 3
+# Rows converted from YBR to RGB at a time (bounds the float temporaries).
+_CONVERSION_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -52,14 +56,39 @@ class PixelFacts:
     burned_in_annotation: str  # "YES", "NO" or "" when absent
 
 
+# What pydicom raises for a damaged file, while parsing or while converting
+# an element's bytes to its value.
+DAMAGED_FILE_ERRORS = (
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    UnicodeError,
+    struct.error,
+    BytesLengthException,
+)
+
+
 def read(data: bytes) -> Dataset:
+    """The parsed file with every element converted now: pydicom converts
+    lazily, and a damaged element must be found here, not half-way through
+    de-identification."""
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=False)
+        for _element in dataset.file_meta.iterall():
+            pass
+        for _element in dataset.iterall():
+            pass
     except InvalidDicomError as error:
         raise Rejected(f"Not a valid DICOM file: {error}.") from error
-    except (EOFError, OSError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as error:
+    except DAMAGED_FILE_ERRORS as error:
         raise Rejected(f"The DICOM file is truncated or corrupt: {error}.") from error
-    if "PixelData" not in dataset:
+    if "PixelData" not in dataset or not dataset.PixelData:
         raise Rejected("The DICOM file holds no image (no Pixel Data).")
     return dataset
 
@@ -161,11 +190,30 @@ def facts(dataset: Dataset, *, max_pixels: int) -> PixelFacts:
     )
 
 
+def _ybr_to_rgb_in_place(array: np.ndarray, photometric: str) -> np.ndarray:
+    """YBR → RGB a band of rows at a time, written back into `array`:
+    pydicom's conversion of the whole array at once works in float32 with
+    temporaries, about nine times the decoded size for a cine loop."""
+    if not array.flags.writeable:
+        array = array.copy()
+    frames = array if array.ndim == 4 else array[np.newaxis]
+    for frame in frames:
+        for start in range(0, frame.shape[0], _CONVERSION_ROWS):
+            band = frame[start : start + _CONVERSION_ROWS]
+            band[...] = convert_color_space(band, photometric, "RGB")
+    return array
+
+
 def decode(dataset: Dataset) -> np.ndarray:
     """All frames as frames × rows × columns (× 3), colour converted to RGB;
     raises Rejected when the pixel data do not decode."""
     try:
-        array = pixel_array(dataset, as_rgb=True)
+        options = as_pixel_options(dataset, as_rgb=False)
+        decoder = get_decoder(dataset.file_meta.TransferSyntaxUID)
+        array, decoded = decoder.as_array(dataset, validate=True, **options)
+        photometric = str(decoded.get("photometric_interpretation", ""))
+        if photometric in ("YBR_FULL", "YBR_FULL_422") and int(decoded.get("samples_per_pixel", 1)) == 3:
+            array = _ybr_to_rgb_in_place(array, photometric)
     except Exception as error:
         raise Rejected(f"The pixel data do not decode: {error}.") from error
     frames = _integer(dataset, "NumberOfFrames", 1)
@@ -183,7 +231,7 @@ def to_display(dataset: Dataset, frames: np.ndarray) -> np.ndarray:
         coloured = apply_color_lut(frames, dataset)
         return _to_uint8(coloured, float(coloured.min()), float(coloured.max()))
     if frames.ndim == 4:  # already RGB
-        return frames.astype(np.uint8) if frames.dtype == np.uint8 else _to_uint8(frames, 0, float(frames.max()))
+        return frames if frames.dtype == np.uint8 else _to_uint8(frames, 0, float(frames.max()))
     values = apply_modality_lut(frames, dataset)
     if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
         # A malformed VOI LUT falls back to min–max windowing below.

@@ -170,18 +170,32 @@ def _process_dicom(
     acquisition_date = _acquisition_date(dataset)
     band = header_bands.get((facts.manufacturer, facts.model), 0)
     warnings = []
-    needs_review = facts.burned_in_annotation == "YES" and band == 0
-    if needs_review:
-        warnings.append("Burned In Annotation = YES: flagged for review before readers see it.")
-    display = dicom.to_display(dataset, frames)
-    report = deidentify(
-        dataset, study_id=study_id, uid_key=uid_key, blank_header_rows=band, decoded_frames=frames if band else None
+    # Ultrasound machines burn patient details into the pixels as a rule, so
+    # only an explicit "NO" is trusted; YES or absent needs a device rule
+    # that blanks the band, or a person's review.
+    burned_in_possible = facts.burned_in_annotation == "YES" or (
+        image_kind == ULTRASOUND and facts.burned_in_annotation != "NO"
     )
+    needs_review = burned_in_possible and band == 0
+    if needs_review:
+        said = "YES" if facts.burned_in_annotation == "YES" else "not stated"
+        warnings.append(f"Burned In Annotation {said}: flagged for review before readers see it.")
+    try:
+        display = dicom.to_display(dataset, frames)
+    except dicom.DAMAGED_FILE_ERRORS as error:
+        raise Rejected(f"The pixel data cannot be displayed (a damaged lookup table or header?): {error}.") from error
+    # A damaged header can also surface only now; nothing half-de-identified is kept.
+    try:
+        report = deidentify(
+            dataset, study_id=study_id, uid_key=uid_key, blank_header_rows=band, decoded_frames=frames if band else None
+        )
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+    except dicom.DAMAGED_FILE_ERRORS as error:
+        raise Rejected(f"The file cannot be de-identified and written back (corrupt header?): {error}.") from error
     if band:
         display = np.array(display, copy=True)
         display[:, :band, ...] = 0
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
     key = render.key_frame_index(display.shape[0])
     return Processed(
         source_sha256=source_sha256,

@@ -25,6 +25,8 @@ from imaging.pipeline.sniff import FileKind
 # profile, APP14 (Adobe colour transform): they change how colours are drawn.
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 _PNG_KEPT_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs"}
+# Rows of a photo compared at a time when checking the cleaned file.
+_CHECK_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -144,16 +146,33 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
+def _decoded(data: bytes, max_pixels: int) -> Image.Image:
     image = _open_checked(data, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
-            rgb = image.convert("RGB")
+            # convert() copies even when the mode already fits.
+            return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         raise Rejected(f"The image data do not decode (truncated or corrupt): {error}.") from error
-    return np.asarray(rgb, dtype=np.uint8)
+
+
+def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
+    return np.asarray(_decoded(data, max_pixels), dtype=np.uint8)
+
+
+def _same_pixels(data: bytes, expected: np.ndarray, max_pixels: int) -> bool:
+    """Whether `data` decodes to `expected`, compared a band of rows at a
+    time so that a second full copy of a large photo is never made."""
+    image = _decoded(data, max_pixels)
+    if (image.height, image.width) != expected.shape[:2]:
+        return False
+    for top in range(0, image.height, _CHECK_ROWS):
+        band = np.asarray(image.crop((0, top, image.width, min(top + _CHECK_ROWS, image.height))), dtype=np.uint8)
+        if not np.array_equal(band, expected[top : top + band.shape[0]]):
+            return False
+    return True
 
 
 def _exif_orientation(data: bytes) -> int | None:
@@ -190,7 +209,6 @@ def clean_photo(data: bytes, kind: FileKind, max_pixels: int) -> CleanPhoto:
         cleaned, removed, extension = buffer.getvalue(), ["TIFF tags (stored as a lossless PNG)"], "png"
     else:
         raise Rejected(f"A {kind} file is not a photograph.")
-    check = decode_rgb(cleaned, max_pixels)
-    if check.shape != original.shape or not np.array_equal(check, original):
+    if not _same_pixels(cleaned, original, max_pixels):
         raise Rejected("Removing the photo's metadata changed its pixels; the file is not stored.")
     return CleanPhoto(cleaned, extension, original, removed)

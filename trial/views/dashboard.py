@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from randomization import selectors as randomization_selectors
 from trial import selectors
 from trial.models import Role, Trial
 from trial.selectors import SiteRecruitment
@@ -39,6 +40,12 @@ ROLE_DUTIES: dict[str, str] = {
 class TrialRecruitment:
     trial: Trial
     rows: list[SiteRecruitment] = field(default_factory=list)
+    # Participants randomized per site id: counts only, never arms.
+    randomized: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def site_rows(self) -> list[tuple[SiteRecruitment, int]]:
+        return [(row, self.randomized.get(row.site.pk, 0)) for row in self.rows]
 
     def _sum(self, name: str) -> int:
         return sum(getattr(row, name) for row in self.rows)
@@ -52,16 +59,17 @@ class TrialRecruitment:
             "eligible": self._sum("eligible"),
             "ineligible": self._sum("ineligible"),
             "consented": consented,
+            "randomized": sum(self.randomized.get(row.site.pk, 0) for row in self.rows),
             "withdrawn": self._sum("withdrawn"),
             "target": target,
             "percent_of_target": round(100.0 * consented / target, 1) if target else None,
         }
 
 
-def _by_trial(rows: list[SiteRecruitment]) -> list[TrialRecruitment]:
+def _by_trial(rows: list[SiteRecruitment], randomized: dict[int, int]) -> list[TrialRecruitment]:
     trials: dict[int, TrialRecruitment] = {}
     for row in rows:
-        trials.setdefault(row.trial.pk, TrialRecruitment(row.trial)).rows.append(row)
+        trials.setdefault(row.trial.pk, TrialRecruitment(row.trial, randomized=randomized)).rows.append(row)
     return list(trials.values())
 
 
@@ -79,5 +87,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "trial/dashboard.html",
-        {"trials": _by_trial(rows), "exclusion_reasons": selectors.exclusion_reason_counts(request.user)},
+        {
+            "trials": _by_trial(rows, randomization_selectors.randomized_per_site(request.user)),
+            "exclusion_reasons": selectors.exclusion_reason_counts(request.user),
+        },
     )

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from randomization import selectors as randomization_selectors
 from trial import selectors, services
 from trial.actors import Actor
 from trial.forms import (
@@ -59,6 +60,20 @@ def _consent_form(request: HttpRequest, participant: Participant, data: Any = No
     )
 
 
+def _allocation_context(user: Any, participant: Participant) -> dict[str, Any]:
+    """The allocation card: the arm only as randomization.selectors shows it
+    to this user, and the actions the user's role offers."""
+    allocation, arm = randomization_selectors.allocation_of(user, participant)
+    may_randomize = allocation is None and randomization_selectors.can_randomize(user, participant)
+    return {
+        "allocation": allocation,
+        "arm": arm,
+        "may_randomize": may_randomize and not participant.is_withdrawn,
+        "randomization_ready": may_randomize and randomization_selectors.active_scheme(participant.trial) is not None,
+        "may_unblind": allocation is not None and _may(user, Capability.UNBLIND, participant),
+    }
+
+
 def _participant_page(
     request: HttpRequest, participant: Participant, *, status: int = 200, **bound: forms.Form
 ) -> HttpResponse:
@@ -79,6 +94,7 @@ def _participant_page(
         "may_record_reference": may_record_reference,
         "current_consent_version": protocol.consent_form_version if protocol else "",
         "timeline": _event_rows(selectors.participant_timeline(user, participant)),
+        **_allocation_context(user, participant),
     }
     if _may(user, Capability.WITHDRAW, participant) and not participant.data_withdrawn:
         context["withdraw_form"] = WithdrawForm(initial={"withdrawn_on": timezone.localdate()})
