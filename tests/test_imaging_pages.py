@@ -229,3 +229,10 @@ def test_the_upload_script_is_a_static_file_that_posts_each_file_with_the_csrf_t
     assert "XMLHttpRequest" in script and "X-CSRFToken" in script
     assert 'data.append("file"' in script
     assert "innerHTML" not in script  # file names are shown as text, never as markup
+
+
+@pytest.mark.parametrize("role", ["coordinator", "clinician_reader", "monitor", "pathologist", "dsmb"])
+def test_the_participant_page_links_to_the_images_only_for_roles_that_see_them(role, users, participant):
+    html = login(users[role]).get(f"/participants/{participant.pk}/").content.decode()
+    link = f'href="/imaging/participants/{participant.pk}/"'
+    assert (link in html) == (role in ("coordinator", "clinician_reader", "monitor"))

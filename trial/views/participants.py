@@ -92,6 +92,7 @@ def _participant_page(
         "show_reference": show_reference,
         "reference_results": selectors.reference_results(user, participant) if show_reference else None,
         "may_record_reference": may_record_reference,
+        "may_view_images": _may(user, Capability.VIEW_IMAGES, participant),
         "current_consent_version": protocol.consent_form_version if protocol else "",
         "timeline": _event_rows(selectors.participant_timeline(user, participant)),
         **_allocation_context(user, participant),
