@@ -228,15 +228,7 @@ def audit_events(user: Any, filters: AuditFilters | None = None) -> QuerySet[Aud
     A site-scoped monitor sees that site's events only; trial-wide events
     (set-up, memberships) need a trial-wide membership."""
     require_capability(user, Capability.VIEW_AUDIT)
-    condition = Q(pk__in=[])
-    for membership in memberships_of(user):
-        if not role_can(membership.role, Capability.VIEW_AUDIT):
-            continue
-        if membership.site_id is None:
-            condition |= Q(trial_id=membership.trial_id)
-        else:
-            condition |= Q(trial_id=membership.trial_id, site_id=membership.site_id)
-    queryset = AuditEvent.objects.filter(condition).select_related("trial", "site")
+    queryset = AuditEvent.objects.filter(scope_filter(user, Capability.VIEW_AUDIT)).select_related("trial", "site")
     filters = filters or AuditFilters()
     if filters.trial_id:
         queryset = queryset.filter(trial_id=filters.trial_id)
