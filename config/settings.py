@@ -224,7 +224,7 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Consilium API",
-    "DESCRIPTION": "Randomized controlled trial of an AI second opinion: enrollment, audit trail.",
+    "DESCRIPTION": "AI second-opinion RCT: enrollment, randomization, imaging, audit trail.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
