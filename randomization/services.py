@@ -38,6 +38,9 @@ from trial.permissions import Capability
 from trial.services.checks import authorize, require_reason
 
 BUILT_IN_FACTORS = ("site", "indication")
+# The level of a covariate defined for the other indication (e.g. HPV status
+# for a thyroid participant), so that schemes may stratify on both.
+NOT_APPLICABLE = "n/a"
 CONFIRMATION_WORD = "UNBLIND"
 
 # --- Scheme set-up ------------------------------------------------------------------
@@ -203,18 +206,21 @@ def allocation_table_import(*, actor: Actor, scheme: RandomizationScheme, conten
 
 
 def _expected_strata(scheme: RandomizationScheme) -> set[str]:
-    """Every combination of factor levels the trial can produce."""
+    """Every combination of factor levels the trial can produce. A covariate
+    of one indication is 'not applicable' for the other's participants."""
     trial = scheme.trial
-    levels: dict[str, list[str]] = {
-        "site": list(trial.sites.filter(active=True).values_list("code", flat=True)),
-        "indication": list(trial.indications),
-    }
-    for covariate in trial.stratification_covariates:
-        levels[covariate["name"]] = list(covariate["choices"])
-    combinations: list[dict[str, str]] = [{}]
-    for factor in scheme.factors:
-        combinations = [{**combo, factor: level} for combo in combinations for level in levels[factor]]
-    return {algorithms.stratum_key(combo, scheme.factors) for combo in combinations}
+    sites = list(trial.sites.filter(active=True).values_list("code", flat=True))
+    strata: set[str] = set()
+    for indication in trial.indications:
+        levels: dict[str, list[str]] = {"site": sites, "indication": [indication]}
+        for covariate in trial.stratification_covariates:
+            applies = covariate.get("indication") in (None, indication)
+            levels[covariate["name"]] = list(covariate["choices"]) if applies else [NOT_APPLICABLE]
+        combinations: list[dict[str, str]] = [{}]
+        for factor in scheme.factors:
+            combinations = [{**combo, factor: level} for combo in combinations for level in levels[factor]]
+        strata |= {algorithms.stratum_key(combo, scheme.factors) for combo in combinations}
+    return strata
 
 
 def _parse_table(scheme: RandomizationScheme, content: bytes) -> list[tuple[str, int, str]]:
@@ -338,6 +344,9 @@ def scheme_reveal_seed(*, actor: Actor, trial: Trial, reason: str) -> list[Rando
 
 def participant_levels(participant: Participant, factors: list[str]) -> dict[str, str]:
     values = {"site": participant.site.code, "indication": participant.indication, **participant.covariates}
+    for covariate in participant.trial.stratification_covariates:
+        if covariate.get("indication") not in (None, participant.indication):
+            values.setdefault(covariate["name"], NOT_APPLICABLE)
     missing = [f for f in factors if f not in values or values[f] in (None, "")]
     if missing:
         raise RuleViolation(f"{participant.study_id} has no value for: {', '.join(missing)}.")
@@ -380,24 +389,31 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
         .select_related("trial", "site", "screening__eligibility")
         .get(pk=participant.pk)
     )
-    existing = Allocation.objects.filter(participant=participant).first()
-    if existing is not None:
-        return RandomizationResult(existing, False, [])
+    # Read after the participant's lock: a request that waited for it sees
+    # the allocation its predecessor committed. (exists() is the cheaper
+    # query on the usual path, where there is none.)
+    if Allocation.objects.filter(participant=participant).exists():
+        return RandomizationResult(Allocation.objects.get(participant=participant), False, [])
     _check_can_be_randomized(participant)
+    # The secret comes with the scheme; only the scheme row is locked.
     scheme = (
-        RandomizationScheme.objects.select_for_update()
+        RandomizationScheme.objects.select_for_update(of=("self",))
+        .select_related("secret")
         .filter(trial=participant.trial, status=SchemeStatus.ACTIVE)
         .first()
     )
     if scheme is None:
         raise RuleViolation(f"Trial {participant.trial.code} has no active randomization scheme.")
-    seed = SchemeSecret.objects.get(scheme=scheme).seed
+    seed = scheme.secret.seed
     levels = participant_levels(participant, scheme.factors)
     # Minimization balances the factors' margins over one trial-wide
     # sequence; blocks and simple randomization run one sequence per stratum.
     stratum = "all" if scheme.method == Method.MINIMIZATION else algorithms.stratum_key(levels, scheme.factors)
-    sequence, _ = StratumSequence.objects.get_or_create(scheme=scheme, stratum=stratum)
-    sequence = StratumSequence.objects.select_for_update().get(pk=sequence.pk)
+    # Every allocation of the trial holds the scheme's row lock, so a
+    # stratum's row is read, or created on first use, without a race.
+    sequence = StratumSequence.objects.select_for_update().filter(scheme=scheme, stratum=stratum).first()
+    if sequence is None:
+        sequence = StratumSequence.objects.create(scheme=scheme, stratum=stratum)
     position = sequence.next_position
     details: dict[str, Any] = {"levels": levels}
     warnings: list[str] = []
@@ -432,21 +448,21 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
     sequence.save(update_fields=["next_position", "block_index", "block_start"])
     scheme.allocations_made += 1
     scheme.save(update_fields=["allocations_made"])
+    # No savepoint: an IntegrityError ends this whole transaction anyway.
     try:
-        with transaction.atomic():
-            allocation = Allocation.objects.create(
-                participant=participant,
-                trial=participant.trial,
-                site=participant.site,
-                scheme=scheme,
-                arm=arm,
-                stratum=stratum,
-                stratum_position=position,
-                sequence_number=scheme.allocations_made,
-                details=details,
-                allocated_by=actor.user,
-                allocated_at=timezone.now(),
-            )
+        allocation = Allocation.objects.create(
+            participant=participant,
+            trial=participant.trial,
+            site=participant.site,
+            scheme=scheme,
+            arm=arm,
+            stratum=stratum,
+            stratum_position=position,
+            sequence_number=scheme.allocations_made,
+            details=details,
+            allocated_by=actor.user,
+            allocated_at=timezone.now(),
+        )
     except IntegrityError as error:  # pragma: no cover - the row locks above make this unreachable
         raise Conflict(f"{participant.study_id} was randomized by a concurrent request.") from error
     audit.record(
