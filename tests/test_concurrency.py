@@ -5,7 +5,6 @@ time. Real threads and real transactions (transactional_db)."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.conftest import actor_for
+from tests.threads import run_at_once
 from trial import services
 from trial.audit import verify_chain
 from trial.models import AuditEvent, Participant, ScreeningEntry, Site
@@ -33,33 +33,6 @@ def _database_shared_between_threads(transactional_db: Any) -> None:
             "the concurrency tests need a file-based SQLite test database: "
             "set DATABASES['default']['TEST']['NAME'] to a file path"
         )
-
-
-def run_at_once(work: Callable[[int], Any], count: int = THREADS) -> tuple[list[Any], list[BaseException]]:
-    """Run work(0..count-1) in threads released together; each thread closes
-    its own database connection when done."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def target(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = work(index)
-        except BaseException as error:
-            with lock:
-                errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    return results, errors
 
 
 def test_it_hands_out_unique_gapless_study_ids_to_concurrent_enrollments(

@@ -5,7 +5,6 @@ positions without gaps or repeats, and an intact audit chain. Runs on SQLite
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 from io import StringIO
@@ -18,6 +17,7 @@ from django.db import connection
 from randomization import algorithms, services
 from randomization.models import Allocation, RandomizationScheme, StratumSequence
 from tests.conftest import actor_for
+from tests.threads import run_at_once
 from trial.audit import verify_chain
 from trial.models import AuditEvent, Indication, Participant
 
@@ -31,33 +31,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _database_shared_between_threads(transactional_db: Any) -> None:
     if connection.vendor == "sqlite" and connection.is_in_memory_db():
         pytest.fail("the concurrency tests need a file-based SQLite test database")
-
-
-def run_at_once(work: Callable[[int], Any], count: int = THREADS) -> tuple[list[Any], list[BaseException]]:
-    """Run work(0..count-1) in threads released together; each thread closes
-    its own database connection when done."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def target(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = work(index)
-        except BaseException as error:
-            with lock:
-                errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=180)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    return results, errors
 
 
 def randomize_by_id(user: Any, participant_id: int) -> services.RandomizationResult:
