@@ -3,13 +3,13 @@
 PostgreSQL through randomization.services.participant_randomize.
 
     python bench/randomization_concurrency.py [--clients 16] [--participants 1000]
-        [--database-url postgres://postgres@127.0.0.1:5432/consilium_bench] [--processes]
+        [--database-url postgres://postgres@127.0.0.1:5432/consilium_bench] [--threads]
 
 The database named in the URL is dropped and created afresh, migrated, and
 filled through the services with a recruiting trial (3 sites, both
 indications, stratified permuted blocks of 2, 4 and 6 over site and
-indication) and N enrolled participants. Then K threads (or, with
---processes, K forked processes, as K web workers would be), released
+indication) and N enrolled participants. Then K forked processes (as K
+web workers would be; with --threads, K threads of one process), released
 together, each randomize their share (participant i goes to client i mod K),
 reading each participant afresh as a request would. Only this concurrent
 phase is timed; the latencies are those of the service call.
@@ -56,9 +56,10 @@ def parse_arguments() -> argparse.Namespace:
         help="A PostgreSQL database that is dropped and created afresh.",
     )
     parser.add_argument(
-        "--processes",
+        "--threads",
         action="store_true",
-        help="Run the clients as forked processes (like web workers) instead of threads.",
+        help="Run the clients as threads of one process instead of forked processes (like web workers); "
+        "Python's global interpreter lock then caps the clients' own work at one core.",
     )
     parser.add_argument("--seed", type=int, default=1, help="Seed of the participants' sites and indications.")
     arguments = parser.parse_args()
@@ -370,9 +371,9 @@ def main() -> None:
     print(f"Building a recruiting trial with {arguments.participants} enrolled participants ...", flush=True)
     trial, owners = build_trial(arguments.participants, arguments.seed)
 
-    kind = "processes" if arguments.processes else "threads"
+    kind = "threads" if arguments.threads else "processes"
     print(f"Randomizing with {arguments.clients} concurrent clients ({kind}) ...", flush=True)
-    randomize = randomize_with_processes if arguments.processes else randomize_with_threads
+    randomize = randomize_with_threads if arguments.threads else randomize_with_processes
     elapsed, latencies, errors = randomize(owners, arguments.clients)
     result = check_allocations(trial, arguments.participants)
 

@@ -10,10 +10,10 @@ import hashlib
 import io
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from randomization import algorithms
@@ -33,9 +33,19 @@ from randomization.models import (
 from trial import audit
 from trial.actors import Actor
 from trial.errors import Conflict, RuleViolation
-from trial.models import Participant, ProtocolVersion, ScreeningStatus, Trial, TrialStatus
+from trial.models import (
+    AuditChainHead,
+    AuditEvent,
+    Consent,
+    Participant,
+    ProtocolVersion,
+    ScreeningStatus,
+    Trial,
+    TrialStatus,
+)
 from trial.permissions import Capability
 from trial.services.checks import authorize, require_reason
+from trial.statements import Statement, execute_together, insert_statement, quoted_table, reserve_primary_keys
 
 BUILT_IN_FACTORS = ("site", "indication")
 # The level of a covariate defined for the other indication (e.g. HPV status
@@ -285,7 +295,11 @@ def scheme_activate(*, actor: Actor, trial: Trial) -> RandomizationScheme:
     )
     if draft is None:
         raise RuleViolation("There is no draft randomization scheme to activate.")
-    previous = RandomizationScheme.objects.filter(trial=trial).filter(status=SchemeStatus.ACTIVE).first()
+    # Locked: allocations under way hold its row until they commit, so the
+    # counter carried over below already counts them.
+    previous = (
+        RandomizationScheme.objects.select_for_update().filter(trial=trial).filter(status=SchemeStatus.ACTIVE).first()
+    )
     if previous is not None:
         previous.status = SchemeStatus.SUPERSEDED
         previous.save(update_fields=["status"])
@@ -360,8 +374,8 @@ class RandomizationResult:
     warnings: list[str]
 
 
-def _check_can_be_randomized(participant: Participant) -> None:
-    if participant.screening.status != ScreeningStatus.ENROLLED or not participant.consents.exists():
+def _check_can_be_randomized(participant: Participant, *, has_consent: bool) -> None:
+    if participant.screening.status != ScreeningStatus.ENROLLED or not has_consent:
         raise RuleViolation(f"{participant.study_id} has not consented; only enrolled participants are randomized.")
     eligibility = getattr(participant.screening, "eligibility", None)
     if eligibility is None or not eligibility.is_eligible:
@@ -380,92 +394,67 @@ def _check_can_be_randomized(participant: Participant) -> None:
 @transaction.atomic
 def participant_randomize(*, actor: Actor, participant: Participant) -> RandomizationResult:
     """Allocate an enrolled participant exactly once. A repeated request
-    returns the first allocation. Rows are locked in one order (participant,
-    scheme, stratum), so concurrent requests queue and no position is given
-    twice or skipped."""
+    returns the first allocation.
+
+    Everything that can run side by side runs first: permission, the
+    participant's row lock and checks, the scheme, the stratum. Then the
+    trial's allocations queue, in arrival order, for a short section: the
+    stratum's row lock, the arm, and three round trips that number the
+    allocation (scheme counter), chain its audit event (chain head) and write
+    them. Row locks are taken in one order — participant, stratum, scheme,
+    audit chain head — so positions within a stratum and sequence numbers
+    across the trial have no gaps and no duplicates."""
     role = authorize(actor, Capability.RANDOMIZE, trial=participant.trial, site=participant.site)
     participant = (
         Participant.objects.select_for_update(of=("self",))
         .select_related("trial", "site", "screening__eligibility")
+        .annotate(has_consent=Exists(Consent.objects.filter(participant=OuterRef("pk"))))
         .get(pk=participant.pk)
     )
-    # Read after the participant's lock: a request that waited for it sees
-    # the allocation its predecessor committed. (exists() is the cheaper
-    # query on the usual path, where there is none.)
+    # A statement of its own, after the lock: a request that waited for the
+    # lock must see the allocation its predecessor committed (the statement
+    # that waited still reads with its older snapshot).
     if Allocation.objects.filter(participant=participant).exists():
         return RandomizationResult(Allocation.objects.get(participant=participant), False, [])
-    _check_can_be_randomized(participant)
-    # The secret comes with the scheme; only the scheme row is locked.
+    _check_can_be_randomized(participant, has_consent=participant.has_consent)
+    # Read without a lock: numbering below re-checks, under the scheme's row
+    # lock, that this version is still the active one.
     scheme = (
-        RandomizationScheme.objects.select_for_update(of=("self",))
-        .select_related("secret")
+        RandomizationScheme.objects.select_related("secret")
         .filter(trial=participant.trial, status=SchemeStatus.ACTIVE)
         .first()
     )
     if scheme is None:
         raise RuleViolation(f"Trial {participant.trial.code} has no active randomization scheme.")
-    seed = scheme.secret.seed
     levels = participant_levels(participant, scheme.factors)
     # Minimization balances the factors' margins over one trial-wide
     # sequence; blocks and simple randomization run one sequence per stratum.
     stratum = "all" if scheme.method == Method.MINIMIZATION else algorithms.stratum_key(levels, scheme.factors)
-    # Every allocation of the trial holds the scheme's row lock, so a
-    # stratum's row is read, or created on first use, without a race.
-    sequence = StratumSequence.objects.select_for_update().filter(scheme=scheme, stratum=stratum).first()
-    if sequence is None:
-        sequence = StratumSequence.objects.create(scheme=scheme, stratum=stratum)
-    position = sequence.next_position
-    details: dict[str, Any] = {"levels": levels}
-    warnings: list[str] = []
-    if scheme.source == SequenceSource.TABLE:
-        arm, warnings = _next_table_arm(scheme, stratum, position)
-        sequence.next_position += 1
-    elif scheme.method == Method.PERMUTED_BLOCKS:
-        cursor = algorithms.BlockCursor(sequence.next_position, sequence.block_index, sequence.block_start)
-        arm = algorithms.next_block_arm(seed, stratum, scheme.ratio, scheme.block_sizes, cursor)
-        sequence.next_position, sequence.block_index, sequence.block_start = (
-            cursor.next_position,
-            cursor.block_index,
-            cursor.block_start,
-        )
-        details["block_index"] = cursor.block_index
-    elif scheme.method == Method.SIMPLE:
-        arm = algorithms.simple_arm(seed, stratum, position, scheme.ratio)
-        sequence.next_position += 1
+    allocation_id, event_id = reserve_primary_keys(Allocation, AuditEvent)
+    allocation = Allocation(
+        id=allocation_id,
+        participant=participant,
+        trial=participant.trial,
+        site=participant.site,
+        scheme=scheme,
+        stratum=stratum,
+        details={"levels": levels},
+        allocated_by=actor.user,
+    )
+
+    _queue_for_allocation(scheme)
+    sequence = _lock_stratum(scheme, stratum)
+    allocation.stratum_position = sequence.next_position
+    allocation.arm, warnings = _draw_arm(scheme, sequence, allocation)
+    allocation.sequence_number, audit_sequence, previous_hash = _number_allocation(scheme)
+    allocation.allocated_at = timezone.now()
+    statements = [_stratum_update_statement(sequence)]
+    if allocation.pk is None:  # no sequence to reserve a key from: insert now to learn it
+        allocation.save(force_insert=True)
     else:
-        choice = algorithms.minimization_arm(
-            counts=_marginal_counts(scheme),
-            levels=levels,
-            weights=scheme.factor_weights,
-            ratio=scheme.ratio,
-            measure=scheme.imbalance_measure,
-            probability=scheme.minimization_probability,
-            draw=algorithms.uniform(seed, "minimization", scheme.allocations_made + 1),
-        )
-        arm = choice.arm
-        details.update({"scores": choice.scores, "preferred": choice.preferred, "draw": choice.draw})
-        sequence.next_position += 1
-    sequence.save(update_fields=["next_position", "block_index", "block_start"])
-    scheme.allocations_made += 1
-    scheme.save(update_fields=["allocations_made"])
-    # No savepoint: an IntegrityError ends this whole transaction anyway.
-    try:
-        allocation = Allocation.objects.create(
-            participant=participant,
-            trial=participant.trial,
-            site=participant.site,
-            scheme=scheme,
-            arm=arm,
-            stratum=stratum,
-            stratum_position=position,
-            sequence_number=scheme.allocations_made,
-            details=details,
-            allocated_by=actor.user,
-            allocated_at=timezone.now(),
-        )
-    except IntegrityError as error:  # pragma: no cover - the row locks above make this unreachable
-        raise Conflict(f"{participant.study_id} was randomized by a concurrent request.") from error
-    audit.record(
+        allocation._state.adding = False
+        statements.append(insert_statement(allocation))
+    event = audit.build_event(
         actor=actor,
         role=role,
         action="randomization.allocate",
@@ -474,15 +463,137 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
         site=participant.site,
         screening=participant.screening,
         after={
-            "arm": arm,
+            "arm": allocation.arm,
             "stratum": stratum,
-            "stratum_position": position,
+            "stratum_position": allocation.stratum_position,
             "sequence_number": allocation.sequence_number,
             "scheme_version": scheme.version,
             "method": scheme.method,
         },
     )
+    audit.seal_event(event, sequence=audit_sequence, previous_hash=previous_hash)
+    if event_id is None:
+        execute_together(statements)
+        event.save(force_insert=True)
+        statements = []
+    else:
+        event.id, event._state.adding = event_id, False
+        statements.append(insert_statement(event))
+    try:
+        execute_together([*statements, audit.head_update_statement(event)])
+    except IntegrityError as error:  # pragma: no cover - the locks above make this unreachable
+        raise Conflict(f"{participant.study_id} was randomized by a concurrent request.") from error
     return RandomizationResult(allocation, True, warnings)
+
+
+# A namespace for PostgreSQL advisory locks taken by this app (first key).
+ADVISORY_LOCK_NAMESPACE = 0x52414E44  # "RAND"
+
+
+def _queue_for_allocation(scheme: RandomizationScheme) -> None:
+    """Make the trial's concurrent allocations wait in arrival order.
+
+    On PostgreSQL a transaction-scoped advisory lock per trial: its waiters
+    queue first come, first served, whereas waiters for a row lock all wake
+    when it is released and race for it, so under load a few requests would
+    wait many times longer than the rest. SQLite already runs one writing
+    transaction at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_NAMESPACE, scheme.trial_id])
+
+
+def _lock_stratum(scheme: RandomizationScheme, stratum: str) -> StratumSequence:
+    """The stratum's sequence row, locked; created on first use. Two first
+    requests of a new stratum may both insert: the conflict is ignored and
+    both then queue for the one row."""
+    sequence = StratumSequence.objects.select_for_update().filter(scheme=scheme, stratum=stratum).first()
+    if sequence is None:
+        StratumSequence.objects.bulk_create([StratumSequence(scheme=scheme, stratum=stratum)], ignore_conflicts=True)
+        sequence = StratumSequence.objects.select_for_update().get(scheme=scheme, stratum=stratum)
+    return sequence
+
+
+def _draw_arm(scheme: RandomizationScheme, sequence: StratumSequence, allocation: Allocation) -> tuple[str, list[str]]:
+    """The arm at the stratum's next position, advancing `sequence` (saved
+    by the caller)."""
+    seed = scheme.secret.seed
+    position = sequence.next_position
+    warnings: list[str] = []
+    if scheme.source == SequenceSource.TABLE:
+        arm, warnings = _next_table_arm(scheme, sequence.stratum, position)
+        sequence.next_position += 1
+    elif scheme.method == Method.PERMUTED_BLOCKS:
+        cursor = algorithms.BlockCursor(sequence.next_position, sequence.block_index, sequence.block_start)
+        arm = algorithms.next_block_arm(seed, sequence.stratum, scheme.ratio, scheme.block_sizes, cursor)
+        sequence.next_position, sequence.block_index, sequence.block_start = (
+            cursor.next_position,
+            cursor.block_index,
+            cursor.block_start,
+        )
+        allocation.details["block_index"] = cursor.block_index
+    elif scheme.method == Method.SIMPLE:
+        arm = algorithms.simple_arm(seed, sequence.stratum, position, scheme.ratio)
+        sequence.next_position += 1
+    else:
+        # Under the "all" row's lock every earlier allocation has committed,
+        # so the counter and the margins read now are the current ones.
+        made = RandomizationScheme.objects.values_list("allocations_made", flat=True).get(pk=scheme.pk)
+        choice = algorithms.minimization_arm(
+            counts=_marginal_counts(scheme),
+            levels=allocation.details["levels"],
+            weights=scheme.factor_weights,
+            ratio=scheme.ratio,
+            measure=scheme.imbalance_measure,
+            probability=scheme.minimization_probability,
+            draw=algorithms.uniform(seed, "minimization", made + 1),
+        )
+        arm = choice.arm
+        allocation.details.update({"scores": choice.scores, "preferred": choice.preferred, "draw": choice.draw})
+        sequence.next_position += 1
+    return arm, warnings
+
+
+def _stratum_update_statement(sequence: StratumSequence) -> Statement:
+    return (
+        f"UPDATE {quoted_table(StratumSequence)} SET next_position = %s, block_index = %s, block_start = %s "  # noqa: S608
+        "WHERE id = %s",
+        [sequence.next_position, sequence.block_index, sequence.block_start, sequence.pk],
+    )
+
+
+def _number_allocation(scheme: RandomizationScheme) -> tuple[int, int, str]:
+    """The allocation's trial-wide sequence number, and its audit event's
+    sequence number and previous hash: the scheme's counter is incremented
+    (and its row locked until commit) and the audit chain head advanced, in
+    one round trip on PostgreSQL. No scheme row means the scheme was
+    superseded while this request was under way."""
+    scheme_update = (
+        f"UPDATE {quoted_table(RandomizationScheme)} SET allocations_made = allocations_made + 1 "  # noqa: S608
+        "WHERE id = %s AND status = %s RETURNING allocations_made"
+    )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH scheme AS ({scheme_update}), "  # noqa: S608
+                f"head AS (UPDATE {quoted_table(AuditChainHead)} SET last_sequence = last_sequence + 1 "
+                "WHERE id = 1 RETURNING last_sequence, last_hash) "
+                "SELECT scheme.allocations_made, head.last_sequence, head.last_hash FROM scheme, head",
+                [scheme.pk, SchemeStatus.ACTIVE],
+            )
+            row = cursor.fetchone()
+        if row is not None:
+            scheme.allocations_made = int(row[0])
+            return int(row[0]), int(row[1]), str(row[2])
+        # Either the scheme changed, or (only before any event was ever
+        # recorded) the chain head does not exist yet: the slow path tells.
+    with connection.cursor() as cursor:
+        cursor.execute(scheme_update, [scheme.pk, SchemeStatus.ACTIVE])
+        numbered = cursor.fetchone()
+    if numbered is None:
+        raise Conflict("The randomization scheme changed while this request was under way; please try again.")
+    scheme.allocations_made = int(numbered[0])
+    return (int(numbered[0]), *audit.advance_chain_head())
 
 
 def _next_table_arm(scheme: RandomizationScheme, stratum: str, position: int) -> tuple[str, list[str]]:

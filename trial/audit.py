@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from trial.actors import Actor
 from trial.models import AuditChainHead, AuditEvent, ScreeningEntry, Site, Trial
+from trial.statements import Statement, execute_together, quoted_table
 
 GENESIS_HASH = "0" * 64
 
@@ -107,10 +108,41 @@ def record(
     event and the change it describes commit or roll back together."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record must be called inside the service's transaction")
-    head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
-    event = AuditEvent(
-        sequence=head.last_sequence + 1,
-        occurred_at=timezone.now(),
+    event = build_event(
+        actor=actor,
+        action=action,
+        obj=obj,
+        role=role,
+        trial=trial,
+        site=site,
+        screening=screening,
+        before=before,
+        after=after,
+        reason=reason,
+    )
+    sequence, previous_hash = advance_chain_head()
+    seal_event(event, sequence=sequence, previous_hash=previous_hash)
+    event.save(force_insert=True)
+    execute_together([head_update_statement(event)])
+    return event
+
+
+def build_event(
+    *,
+    actor: Actor,
+    action: str,
+    obj: models.Model,
+    role: str = "",
+    trial: Trial | None = None,
+    site: Site | None = None,
+    screening: ScreeningEntry | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+) -> AuditEvent:
+    """An unsaved, unchained event; `seal_event` numbers and hashes it once
+    the chain head is locked."""
+    return AuditEvent(
         actor=actor.user,
         actor_username=actor.username,
         role=role,
@@ -126,14 +158,39 @@ def record(
         reason=reason,
         client_ip=actor.client_ip,
         request_id=actor.request_id[:64],
-        previous_hash=head.last_hash,
     )
-    event.hash = event_hash(head.last_hash, event)
-    event.save(force_insert=True)
-    head.last_sequence = event.sequence
-    head.last_hash = event.hash
-    head.save(update_fields=["last_sequence", "last_hash"])
-    return event
+
+
+def seal_event(event: AuditEvent, *, sequence: int, previous_hash: str) -> None:
+    """Number, time-stamp and hash an event under the chain head's lock (so
+    times rise with sequence numbers)."""
+    event.sequence = sequence
+    event.occurred_at = timezone.now()
+    event.previous_hash = previous_hash
+    event.hash = event_hash(previous_hash, event)
+
+
+def head_update_statement(event: AuditEvent) -> Statement:
+    return f"UPDATE {quoted_table(AuditChainHead)} SET last_hash = %s WHERE id = 1", [event.hash]  # noqa: S608
+
+
+def advance_chain_head() -> tuple[int, str]:
+    """Take the next sequence number and the previous hash in one statement,
+    which also locks the head row until the transaction ends: events are
+    chained one at a time, in commit order. Only the very first event of a
+    database creates the row."""
+    statement = (
+        f"UPDATE {quoted_table(AuditChainHead)} SET last_sequence = last_sequence + 1 "  # noqa: S608
+        "WHERE id = 1 RETURNING last_sequence, last_hash"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+        row = cursor.fetchone()
+        if row is None:
+            AuditChainHead.objects.get_or_create(id=1)
+            cursor.execute(statement)
+            row = cursor.fetchone()
+    return int(row[0]), str(row[1])
 
 
 @dataclass(frozen=True)
