@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "trial",
     "randomization",
     "imaging",
+    "ai_engine",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class AiEngineConfig(AppConfig):
+    name = "ai_engine"
+    verbose_name = "AI engine: segmentation network, training, evaluation"
+    default_auto_field = "django.db.models.BigAutoField"
