@@ -452,7 +452,6 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
     if allocation.pk is None:  # no sequence to reserve a key from: insert now to learn it
         allocation.save(force_insert=True)
     else:
-        allocation._state.adding = False
         statements.append(insert_statement(allocation))
     event = audit.build_event(
         actor=actor,
@@ -477,7 +476,7 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
         event.save(force_insert=True)
         statements = []
     else:
-        event.id, event._state.adding = event_id, False
+        event.id = event_id
         statements.append(insert_statement(event))
     try:
         execute_together([*statements, audit.head_update_statement(event)])

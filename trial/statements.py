@@ -25,6 +25,8 @@ def insert_statement(instance: models.Model) -> Statement:
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     values = [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields]
+    # From here on the instance behaves as a saved row (a later save() updates it).
+    instance._state.adding, instance._state.db = False, connection.alias
     return f"INSERT INTO {quoted_table(type(instance))} ({columns}) VALUES ({placeholders})", values  # noqa: S608
 
 
