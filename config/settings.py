@@ -117,6 +117,12 @@ DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Server-side parameter binding with prepared statements: PostgreSQL plans
+    # a statement that a connection repeats once, not at every call (it pays
+    # off under load; see bench/randomization_concurrency.py). Turn it off
+    # (DB_PREPARED_STATEMENTS=0) behind a connection pooler in transaction mode.
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
+        DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)
 else:
     DATABASES = {
         "default": {

@@ -430,9 +430,7 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
     # Minimization balances the factors' margins over one trial-wide
     # sequence; blocks and simple randomization run one sequence per stratum.
     stratum = "all" if scheme.method == Method.MINIMIZATION else algorithms.stratum_key(levels, scheme.factors)
-    allocation_id, event_id = reserve_primary_keys(Allocation, AuditEvent)
     allocation = Allocation(
-        id=allocation_id,
         participant=participant,
         trial=participant.trial,
         site=participant.site,
@@ -442,7 +440,11 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
         allocated_by=actor.user,
     )
 
-    _queue_for_allocation(scheme)
+    # From here on the trial's allocations queue (see ADVISORY_LOCK_NAMESPACE).
+    allocation_id, event_id = reserve_primary_keys(
+        Allocation, AuditEvent, advisory_lock=(ADVISORY_LOCK_NAMESPACE, scheme.trial_id)
+    )
+    allocation.id = allocation_id
     sequence = _lock_stratum(scheme, stratum)
     allocation.stratum_position = sequence.next_position
     allocation.arm, warnings = _draw_arm(scheme, sequence, allocation)
@@ -485,21 +487,13 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
     return RandomizationResult(allocation, True, warnings)
 
 
-# A namespace for PostgreSQL advisory locks taken by this app (first key).
+# The first key of the PostgreSQL advisory lock that makes a trial's
+# concurrent allocations wait in arrival order (the second is the trial's
+# id): its waiters queue first come, first served, whereas the waiters for a
+# row lock all wake when it is released and race for it, so under load a few
+# requests would wait many times longer than the rest. SQLite already runs
+# one writing transaction at a time.
 ADVISORY_LOCK_NAMESPACE = 0x52414E44  # "RAND"
-
-
-def _queue_for_allocation(scheme: RandomizationScheme) -> None:
-    """Make the trial's concurrent allocations wait in arrival order.
-
-    On PostgreSQL a transaction-scoped advisory lock per trial: its waiters
-    queue first come, first served, whereas waiters for a row lock all wake
-    when it is released and race for it, so under load a few requests would
-    wait many times longer than the rest. SQLite already runs one writing
-    transaction at a time."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_NAMESPACE, scheme.trial_id])
 
 
 def _lock_stratum(scheme: RandomizationScheme, stratum: str) -> StratumSequence:
