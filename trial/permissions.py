@@ -34,6 +34,8 @@ class Capability(StrEnum):
     UPLOAD_IMAGES = "upload_images"
     VIEW_IMAGES = "view_images"
     EXPORT_IMAGES = "export_images"
+    VIEW_AI_MODELS = "view_ai_models"
+    MANAGE_AI_MODELS = "manage_ai_models"
 
 
 _READ_ENROLLMENT = {Capability.VIEW_RECRUITMENT, Capability.VIEW_PARTICIPANTS}
@@ -55,6 +57,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.RANDOMIZE,
             Capability.UPLOAD_IMAGES,
             Capability.VIEW_IMAGES,
+            Capability.VIEW_AI_MODELS,
         }
     ),
     # Clinical readers see their site's participants and arms (the AI second
@@ -75,14 +78,22 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.VIEW_ARM_MASKED,
             Capability.VIEW_IMAGES,
             Capability.EXPORT_IMAGES,
+            Capability.VIEW_AI_MODELS,
         }
     ),
     Role.STATISTICIAN_UNBLINDED: frozenset(
         _READ_ENROLLMENT
-        | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_IMAGES, Capability.EXPORT_IMAGES}
+        | {
+            Capability.VIEW_REFERENCE_STANDARD,
+            Capability.VIEW_IMAGES,
+            Capability.EXPORT_IMAGES,
+            Capability.VIEW_AI_MODELS,
+        }
         | _OVERSIGHT
     ),
-    Role.DSMB: frozenset(_READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD} | _OVERSIGHT),
+    Role.DSMB: frozenset(
+        _READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_AI_MODELS} | _OVERSIGHT
+    ),
     Role.MONITOR: frozenset(
         _READ_ENROLLMENT
         | _SEE_ARMS
@@ -92,6 +103,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.VIEW_UNBLINDINGS,
             Capability.VIEW_IMAGES,
             Capability.EXPORT_IMAGES,
+            Capability.VIEW_AI_MODELS,
         }
     ),
     Role.TRIAL_ADMIN: frozenset(
@@ -104,6 +116,9 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.CONFIGURE_RANDOMIZATION,
             Capability.UNBLIND,
             Capability.VIEW_IMAGES,
+            # Which model produces the AI second opinion (CONSORT-AI 5(i)).
+            Capability.VIEW_AI_MODELS,
+            Capability.MANAGE_AI_MODELS,
         }
     ),
 }

@@ -1,5 +1,6 @@
 """Load the demo trial: three sites, a user for every role, a stratified
-permuted-block randomization scheme, and a few dozen people in every state of
+permuted-block randomization scheme, the shipped (synthetic) thyroid model
+deployed before recruitment opens, and a few dozen people in every state of
 the enrollment flow (enrolled participants randomized). Idempotent: a second run
 changes nothing and prints the logins again.
 
@@ -18,6 +19,9 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from ai_engine import services as ai_services
+from ai_engine.checkpoint import file_sha256
+from ai_engine.models import ModelVersion
 from randomization import services as randomization_services
 from trial import services
 from trial.actors import Actor
@@ -103,6 +107,7 @@ DEMO_USERS = [
 ]
 
 PARTICIPANTS_PER_SITE = 20
+SHIPPED_MODEL_NAME = "combined-thyroid-synthetic"
 
 
 class Command(BaseCommand):
@@ -174,7 +179,8 @@ class Command(BaseCommand):
             block_sizes=[2, 4, 6],
             factors=["site", "indication"],
         )
-        # Opening recruitment locks the scheme and commits its seed.
+        self._deploy_shipped_model(system, admin, trial)
+        # Opening recruitment locks the scheme and commits its seed, and locks the AI model.
         trial = services.trial_set_status(
             actor=admin,
             trial=trial,
@@ -186,6 +192,24 @@ class Command(BaseCommand):
         for code, site in sites.items():
             for index in range(PARTICIPANTS_PER_SITE):
                 self._one_person(rng, site, coordinators[code], users["pathologist"], index, today)
+
+    def _deploy_shipped_model(self, system: Actor, admin: Actor, trial: Trial) -> None:
+        """Register the shipped checkpoint (unless it already is) and deploy it
+        for the AI second opinion on the demo's thyroid participants."""
+        model_version = ModelVersion.objects.filter(sha256=file_sha256(ai_services.SHIPPED_CHECKPOINT)).first()
+        if model_version is None:
+            model_version = ai_services.model_register(
+                actor=system,
+                path=ai_services.SHIPPED_CHECKPOINT,
+                name=SHIPPED_MODEL_NAME,
+                version="1.0",
+                indication=Indication.THYROID,
+                intended_use=(
+                    "Thyroid nodule segmentation on grey ultrasound frames, for exercising the platform. "
+                    "Trained on synthetic images only: not for clinical use."
+                ),
+            )
+        ai_services.model_activate(actor=admin, trial=trial, model_version=model_version)
 
     def _one_person(
         self, rng: random.Random, site: Site, coordinator: Any, pathologist: Any, index: int, today: dt.date
