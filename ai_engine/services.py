@@ -31,8 +31,14 @@ from trial.selectors import memberships_of
 from trial.services.checks import authorize, clean_model, require_reason
 
 MODEL_CARD_NAME = "MODEL_CARD.md"
-# The small checkpoint trained on synthetic images that ships with the code (demo, tests).
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "combined-thyroid-synthetic.pt"
+# The small checkpoints trained on synthetic images that ship with the code
+# (demo, tests), one per indication: grey ultrasound and RGB colposcopy.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED_CHECKPOINT = WEIGHTS_DIR / "combined-thyroid-synthetic.pt"
+SHIPPED_CHECKPOINTS: dict[str, Path] = {
+    Indication.THYROID: SHIPPED_CHECKPOINT,
+    Indication.CERVICAL: WEIGHTS_DIR / "combined-colposcopy-synthetic.pt",
+}
 # Trials whose participants may still get AI opinions from their deployed model.
 _MODEL_IN_USE_STATUSES = (TrialStatus.RECRUITING, TrialStatus.RECRUITMENT_CLOSED)
 _PUBLIC_FIELDS = ["name", "version", "sha256", "arch", "indication", "status", "file"]
@@ -79,7 +85,7 @@ def model_register(
 ) -> ModelVersion:
     """Verify a checkpoint against its side file, copy it into the registry's
     storage and record it as a draft version. The model card is `card_text`,
-    else the MODEL_CARD.md beside the file, if any. Nothing is written when
+    else the card beside the file (FILE's name with .md, or MODEL_CARD.md), if any. Nothing is written when
     anything fails."""
     role = _authorize_registry(actor)
     path = Path(path)
@@ -93,8 +99,9 @@ def model_register(
     except CheckpointError as error:
         raise RuleViolation(str(error), field="path") from error
     if card_text is None:
-        card_file = path.with_name(MODEL_CARD_NAME)
-        card_text = card_file.read_text(encoding="utf-8") if card_file.is_file() else ""
+        cards = [path.with_suffix(".md"), path.with_name(MODEL_CARD_NAME)]
+        card_file = next((card for card in cards if card.is_file()), None)
+        card_text = card_file.read_text(encoding="utf-8") if card_file is not None else ""
     existing = ModelVersion.objects.filter(sha256=checkpoint.sha256).first()
     if existing is not None:
         raise Conflict(

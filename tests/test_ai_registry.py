@@ -81,7 +81,7 @@ def test_it_registers_the_shipped_checkpoint_with_its_facts_and_a_verified_copy(
     assert row.metrics["dice"] == pytest.approx(load_checkpoint(SHIPPED).metrics["dice"])
     assert "data" in row.training and row.categories == ["normal", "low-grade", "high-grade"]
     assert row.preprocessing["image_size"] == 128
-    assert "Not for clinical use" in row.model_card  # read from MODEL_CARD.md beside the file
+    assert "Not for clinical use" in row.model_card  # read from the card of the same name beside the file
     assert row.status == ModelStatus.DRAFT and row.indication == Indication.THYROID
     assert row.registered_by_username == "system:tests"
     stored = services.stored_path(row)
@@ -274,21 +274,26 @@ def test_the_command_deploys_for_a_trial_and_keeps_nothing_when_that_fails(
 # --- The demo ---------------------------------------------------------------------------------
 
 
-def test_seed_demo_deploys_the_shipped_model_before_recruitment_opens(db: Any) -> None:
+def test_seed_demo_deploys_the_shipped_models_before_recruitment_opens(db: Any) -> None:
     call_command("seed_demo", stdout=StringIO())
     demo = Trial.objects.get(code="CONSILIUM-DEMO")
 
-    model_version = selectors.active_model_for(trial=demo, indication=Indication.THYROID)
+    thyroid = selectors.active_model_for(trial=demo, indication=Indication.THYROID)
+    cervical = selectors.active_model_for(trial=demo, indication=Indication.CERVICAL)
 
-    assert model_version is not None and model_version.sha256 == SHIPPED_SHA256
-    assert (model_version.name, model_version.version) == ("combined-thyroid-synthetic", "1.0")
-    assert "Not for clinical use" in model_version.model_card
-    activation = AuditEvent.objects.get(action="ai_model.activate", trial=demo)
+    assert thyroid is not None and thyroid.sha256 == SHIPPED_SHA256
+    assert (thyroid.name, thyroid.version) == ("combined-thyroid-synthetic", "1.0")
+    assert "Not for clinical use" in thyroid.model_card
+    colposcopy_path = services.SHIPPED_CHECKPOINTS[Indication.CERVICAL]
+    assert cervical is not None and cervical.sha256 == file_sha256(colposcopy_path)
+    assert (cervical.name, cervical.preprocessing["in_channels"]) == ("combined-colposcopy-synthetic", 3)
+    assert "Not for clinical use" in cervical.model_card
+    activations = AuditEvent.objects.filter(action="ai_model.activate", trial=demo)
     opening = AuditEvent.objects.get(action="trial.status", trial=demo)
-    assert activation.sequence < opening.sequence
+    assert activations.count() == 2 and all(event.sequence < opening.sequence for event in activations)
 
     call_command("seed_demo", stdout=StringIO())  # a second run changes nothing
-    assert ModelVersion.objects.count() == 1 and TrialModel.objects.count() == 1
+    assert ModelVersion.objects.count() == 2 and TrialModel.objects.count() == 2
 
 
 def test_the_admin_lists_the_registry_read_only(deployed: TrialModel, users: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@
 
 The checkpoint is verified against its `.sha256` side file, copied to
 MEDIA_ROOT/models/<sha256>.pt and recorded as a draft version; its model
-card is --card, else the MODEL_CARD.md beside the file. With --activate-for
+card is --card, else the card beside the file (FILE.md without the .pt, or MODEL_CARD.md). With --activate-for
 it is also deployed for that trial (a reason is needed once the trial
 recruits). Acts as the system; every write is in the audit trail.
 """
@@ -39,7 +39,11 @@ class Command(BaseCommand):
         parser.add_argument("--version", required=True, metavar="V", help="e.g. 1.0")
         parser.add_argument("--indication", required=True, choices=Indication.values)
         parser.add_argument("--intended-use", default="", metavar="TEXT", help="Modality, indication, setting.")
-        parser.add_argument("--card", metavar="FILE", help="Model card (Markdown). Default: MODEL_CARD.md beside FILE.")
+        parser.add_argument(
+            "--card",
+            metavar="FILE",
+            help="Model card (Markdown). Default: the .md of the same name beside FILE, else MODEL_CARD.md there.",
+        )
         parser.add_argument("--activate-for", metavar="TRIAL_CODE", help="Deploy the model for this trial.")
         parser.add_argument("--reason", default="", help="Why: needed with --activate-for once the trial recruits.")
 

@@ -1,6 +1,6 @@
 """Load the demo trial: three sites, a user for every role, a stratified
-permuted-block randomization scheme, the shipped (synthetic) thyroid model
-deployed before recruitment opens, and a few dozen people in every state of
+permuted-block randomization scheme, the shipped (synthetic) thyroid and
+colposcopy models deployed before recruitment opens, and a few dozen people in every state of
 the enrollment flow (enrolled participants randomized). Idempotent: a second run
 changes nothing and prints the logins again.
 
@@ -107,7 +107,6 @@ DEMO_USERS = [
 ]
 
 PARTICIPANTS_PER_SITE = 20
-SHIPPED_MODEL_NAME = "combined-thyroid-synthetic"
 
 
 class Command(BaseCommand):
@@ -194,22 +193,27 @@ class Command(BaseCommand):
                 self._one_person(rng, site, coordinators[code], users["pathologist"], index, today)
 
     def _deploy_shipped_model(self, system: Actor, admin: Actor, trial: Trial) -> None:
-        """Register the shipped checkpoint (unless it already is) and deploy it
-        for the AI second opinion on the demo's thyroid participants."""
-        model_version = ModelVersion.objects.filter(sha256=file_sha256(ai_services.SHIPPED_CHECKPOINT)).first()
-        if model_version is None:
-            model_version = ai_services.model_register(
-                actor=system,
-                path=ai_services.SHIPPED_CHECKPOINT,
-                name=SHIPPED_MODEL_NAME,
-                version="1.0",
-                indication=Indication.THYROID,
-                intended_use=(
-                    "Thyroid nodule segmentation on grey ultrasound frames, for exercising the platform. "
-                    "Trained on synthetic images only: not for clinical use."
-                ),
-            )
-        ai_services.model_activate(actor=admin, trial=trial, model_version=model_version)
+        """Register the shipped checkpoints (unless they already are) and deploy
+        one per indication for the AI second opinion of the demo trial."""
+        uses = {
+            Indication.THYROID: "Thyroid nodule segmentation on grey ultrasound frames",
+            Indication.CERVICAL: "Acetowhite lesion segmentation on colposcopy photographs",
+        }
+        for indication, path in ai_services.SHIPPED_CHECKPOINTS.items():
+            model_version = ModelVersion.objects.filter(sha256=file_sha256(path)).first()
+            if model_version is None:
+                model_version = ai_services.model_register(
+                    actor=system,
+                    path=path,
+                    name=path.stem,
+                    version="1.0",
+                    indication=indication,
+                    intended_use=(
+                        f"{uses[indication]}, for exercising the platform. "
+                        "Trained on synthetic images only: not for clinical use."
+                    ),
+                )
+            ai_services.model_activate(actor=admin, trial=trial, model_version=model_version)
 
     def _one_person(
         self, rng: random.Random, site: Site, coordinator: Any, pathologist: Any, index: int, today: dt.date
