@@ -195,7 +195,7 @@ class Command(BaseCommand):
     def _deploy_shipped_model(self, system: Actor, admin: Actor, trial: Trial) -> None:
         """Register the shipped checkpoints (unless they already are) and deploy
         one per indication for the AI second opinion of the demo trial."""
-        uses = {
+        uses: dict[str, str] = {
             Indication.THYROID: "Thyroid nodule segmentation on grey ultrasound frames",
             Indication.CERVICAL: "Acetowhite lesion segmentation on colposcopy photographs",
         }
