@@ -2,6 +2,9 @@
 was used): every registered checkpoint with the facts needed to report and
 trust it, and each trial's deployments of it, history included.
 
+AiResult holds what one registered version said about one image, tied to
+that exact version, so every AI opinion can be traced to its checkpoint.
+
 Rows are written by ai_engine.services only. A checkpoint file is kept in
 content-addressed storage, MEDIA_ROOT/models/<sha256>.pt, beside its
 `sha256sum`-format side file, so that loading it later verifies the bytes.
@@ -12,6 +15,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from imaging.models import Image
 from trial.models import Indication, Trial
 
 STORAGE_FOLDER = "models"
@@ -89,3 +93,50 @@ class TrialModel(models.Model):
     def __str__(self) -> str:
         state = "active" if self.active else "inactive"
         return f"{self.trial.code} {self.indication}: {self.model_version} ({state})"
+
+
+class AiResultStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed (may be retried)"
+    ABSTAINED = "abstained", "Abstained (image unfit for the model)"
+
+
+class AiResult(models.Model):
+    """The output of one model version for one image: at most one row per
+    image and version, however often the work is delivered. The mask (PNG,
+    0/255) and the probability map (compressed npz of float16) lie in the
+    imaging content-addressed storage; their sha256 is checked on every read.
+    No pixel data is kept in the database or the audit trail."""
+
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="ai_results")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="results")
+    status = models.CharField(max_length=16, choices=AiResultStatus.choices, default=AiResultStatus.QUEUED)
+    reason = models.TextField(blank=True, help_text="Why it abstained or failed")
+    mask = models.FileField(max_length=255, blank=True, help_text="PNG, 0 background / 255 lesion")
+    mask_sha256 = models.CharField(max_length=64, blank=True)
+    probability = models.FileField(max_length=255, blank=True, help_text="npz, float16 lesion probability")
+    probability_sha256 = models.CharField(max_length=64, blank=True)
+    measurements = models.JSONField(default=dict, blank=True)
+    category = models.CharField(max_length=64, blank=True)
+    category_probability = models.FloatField(null=True, blank=True)
+    category_probabilities = models.JSONField(default=dict, blank=True)
+    quality = models.JSONField(default=dict, blank=True, help_text="ok, reason, figures")
+    frame_index = models.PositiveIntegerField(null=True, blank=True)
+    device = models.CharField(max_length=64, blank=True)
+    runtime_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["image", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"], name="ai_result_once_per_image_and_model")
+        ]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"AI result of image {self.image_id} by {self.model_version_id} ({self.get_status_display()})"

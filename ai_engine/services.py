@@ -1,6 +1,7 @@
 """Every write of the model registry: registering a checkpoint, deploying a
-version for a trial's indication, retiring a version. Each checks its rules
-and records an audit event in the same transaction.
+version for a trial's indication, retiring a version; and of the AI results
+(queued, started, stored, failed), each tied to the version that made it.
+Each checks its rules and records an audit event in the same transaction.
 
 Why the lock after recruitment: the AI second opinion is the trial's
 intervention, so the model producing it is fixed when recruitment opens;
@@ -10,18 +11,26 @@ reason and an audit event naming both checkpoints by sha256.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from PIL import Image as PILImage
 
 from ai_engine.checkpoint import CheckpointError, file_sha256, load_checkpoint, side_file_path
-from ai_engine.models import STORAGE_FOLDER, ModelStatus, ModelVersion, TrialModel
+from ai_engine.inference.records import STATUS_ABSTAINED, STATUS_DONE, InferenceResult
+from ai_engine.models import STORAGE_FOLDER, AiResult, AiResultStatus, ModelStatus, ModelVersion, TrialModel
+from imaging import storage
+from imaging.models import Image
 from trial import audit
 from trial.actors import Actor
 from trial.errors import Conflict, NotAllowed, RuleViolation
@@ -344,3 +353,196 @@ def model_retire(*, actor: Actor, model_version: ModelVersion, reason: str) -> M
         reason=reason,
     )
     return model_version
+
+
+# --- AI results ------------------------------------------------------------------------
+
+AI_ENGINE = Actor.system("ai-engine")
+RESULT_FOLDER = "ai-results"
+_FINISHED = (AiResultStatus.DONE, AiResultStatus.ABSTAINED)
+_OUTCOME_STATUSES = {STATUS_DONE: AiResultStatus.DONE, STATUS_ABSTAINED: AiResultStatus.ABSTAINED}
+
+
+def _result_event(*, actor: Actor, action: str, result: AiResult, before: str | None, reason: str = "") -> None:
+    """One audit event per write of a result: its state and the checkpoint
+    that made it, the measurements in summary, never pixel data."""
+    image = result.image
+    after: dict[str, Any] = {
+        "status": result.status,
+        "image": image.pk,
+        "model_version": result.model_version_id,
+        "model_sha256": result.model_version.sha256,
+        "attempts": result.attempts,
+    }
+    if result.status in _FINISHED:
+        after["measurements"] = {
+            key: result.measurements.get(key) for key in ("lesion_count", "total_area_px", "total_area_mm2")
+        }
+        after["category"] = result.category
+        after["mask_sha256"] = result.mask_sha256
+        after["probability_sha256"] = result.probability_sha256
+    audit.record(
+        actor=actor,
+        role="system" if actor.is_system else "",
+        action=action,
+        obj=result,
+        trial=image.trial,
+        site=image.site,
+        before={"status": before} if before is not None else None,
+        after=after,
+        reason=reason,
+    )
+
+
+def _locked(result: AiResult) -> AiResult:
+    """The current row, locked until the transaction ends, so that two
+    deliveries of the same work take turns."""
+    return AiResult.objects.select_for_update().select_related("image", "model_version").get(pk=result.pk)
+
+
+@transaction.atomic
+def ai_result_queue(*, image: Image, model_version: ModelVersion, actor: Actor | None = None) -> AiResult:
+    """The result of this version for this image, created queued when there
+    is none yet; the existing row otherwise (a redelivered request)."""
+    actor = actor or AI_ENGINE
+    existing = AiResult.objects.filter(image=image, model_version=model_version).first()
+    if existing is not None:
+        return existing
+    if not image.is_usable:
+        raise RuleViolation(f"Image {image.pk} was rejected: the AI cannot read it.", field="image")
+    try:
+        # The unique constraint settles a race between two deliveries; the
+        # savepoint keeps the caller's transaction usable when we lose it.
+        with transaction.atomic():
+            result = AiResult.objects.create(image=image, model_version=model_version)
+    except IntegrityError:
+        return AiResult.objects.get(image=image, model_version=model_version)
+    _result_event(actor=actor, action="ai_result.queue", result=result, before=None)
+    return result
+
+
+@transaction.atomic
+def ai_result_start(*, result: AiResult, actor: Actor | None = None) -> AiResult:
+    """Mark a queued (or failed, retried) result running and count the
+    attempt. A finished result is returned unchanged: the work was delivered again."""
+    actor = actor or AI_ENGINE
+    result = _locked(result)
+    if result.status in _FINISHED:
+        return result
+    before = result.status
+    result.status = AiResultStatus.RUNNING
+    result.attempts += 1
+    result.started_at = timezone.now()
+    result.reason = ""
+    result.save(update_fields=["status", "attempts", "started_at", "reason"])
+    _result_event(actor=actor, action="ai_result.start", result=result, before=before)
+    return result
+
+
+@transaction.atomic
+def ai_result_store(*, result: AiResult, outcome: InferenceResult, actor: Actor | None = None) -> AiResult:
+    """Keep what the engine said: mask and probability map in storage, the
+    figures in the row, status done or abstained. Refused when the outcome
+    came from another checkpoint than the result's version. A finished
+    result is returned unchanged (a redelivered outcome)."""
+    actor = actor or AI_ENGINE
+    result = _locked(result)
+    if outcome.model_sha256 != result.model_version.sha256:
+        raise Conflict(
+            f"This outcome was produced by the checkpoint with sha256 {outcome.model_sha256}, not by "
+            f"{result.model_version.name} {result.model_version.version} (sha256 {result.model_version.sha256}): "
+            "a result must keep the version that made it."
+        )
+    if result.status in _FINISHED:
+        return result
+    if result.status != AiResultStatus.RUNNING:
+        raise Conflict(f"The AI result {result.pk} is {result.status}; start it before storing its outcome.")
+    status = _OUTCOME_STATUSES.get(outcome.status)
+    if status is None:
+        raise RuleViolation(f"Unknown outcome status {outcome.status!r}; expected done or abstained.")
+    if status == AiResultStatus.DONE and (outcome.mask is None or outcome.probability is None):
+        raise RuleViolation("A finished outcome must carry its mask and its probability map.")
+    before = result.status
+    written: list[str] = []
+    try:
+        if outcome.mask is not None:
+            result.mask, result.mask_sha256 = _keep(_mask_png(outcome.mask), "png", written)
+        if outcome.probability is not None:
+            result.probability, result.probability_sha256 = _keep(_probability_npz(outcome.probability), "npz", written)
+        result.status = status
+        result.reason = outcome.reason if status == AiResultStatus.ABSTAINED else ""
+        result.quality = _json_safe(
+            {"ok": outcome.quality.ok, "reason": outcome.quality.reason, "figures": outcome.quality.figures}
+        )
+        result.measurements = _json_safe(outcome.measurements)
+        result.category = outcome.category or ""
+        result.category_probability = _json_safe(outcome.category_probability)
+        result.category_probabilities = _json_safe(outcome.category_probabilities)
+        result.frame_index = outcome.frame_index
+        result.device = outcome.device[:64]
+        result.runtime_ms = _json_safe(float(outcome.runtime_ms))
+        result.finished_at = timezone.now()
+        with transaction.atomic():
+            result.save()
+            _result_event(actor=actor, action="ai_result.store", result=result, before=before, reason=result.reason)
+    except BaseException:
+        storage.delete_quietly(written)
+        raise
+    return result
+
+
+@transaction.atomic
+def ai_result_fail(*, result: AiResult, reason: str, actor: Actor | None = None) -> AiResult:
+    """Record that the work failed (it may be started again). A finished
+    result cannot fail afterwards."""
+    actor = actor or AI_ENGINE
+    reason = require_reason(reason, "record a failed AI result")
+    result = _locked(result)
+    if result.status in _FINISHED:
+        raise Conflict(f"The AI result {result.pk} is already {result.status}; it cannot fail afterwards.")
+    before = result.status
+    result.status = AiResultStatus.FAILED
+    result.reason = reason
+    result.finished_at = timezone.now()
+    result.save(update_fields=["status", "reason", "finished_at"])
+    _result_event(actor=actor, action="ai_result.fail", result=result, before=before, reason=reason)
+    return result
+
+
+def _keep(data: bytes, extension: str, written: list[str]) -> tuple[str, str]:
+    """Store in the content-addressed storage; returns (name, sha256) and
+    notes a newly written file for removal should the write fail."""
+    name, new = storage.store(data, extension, RESULT_FOLDER)
+    if new:
+        written.append(name)
+    return name, hashlib.sha256(data).hexdigest()
+
+
+def _mask_png(mask: np.ndarray) -> bytes:
+    if mask.ndim != 2:
+        raise RuleViolation(f"A mask must be one (H, W) plane, not of shape {mask.shape}.")
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _probability_npz(probability: np.ndarray) -> bytes:
+    if probability.ndim != 2:
+        raise RuleViolation(f"A probability map must be one (H, W) plane, not of shape {probability.shape}.")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, probability=probability.astype(np.float16))
+    return buffer.getvalue()
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and tuples made plain, and NaN or
+    infinity (which PostgreSQL's jsonb refuses) stored as null."""
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
