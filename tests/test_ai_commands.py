@@ -18,6 +18,7 @@ from django.core.management.base import CommandError
 from ai_engine.checkpoint import CheckpointError, load_checkpoint, side_file_path
 from ai_engine.evaluation import JSON_KEYS
 from ai_engine.synthetic import write_thyroid_ultrasound_2d
+from tests.torch_threads import one_torch_thread
 
 REQUIRED_KEYS = {"dice", "iou", "hd95", "lesion_sensitivity", "n_images", "per_image"}
 TINY = ["--option", "unet_widths=[8,16,32]", "--option", "kite_widths=[8]"]
@@ -25,10 +26,8 @@ TINY = ["--option", "unet_widths=[8,16,32]", "--option", "kite_widths=[8]"]
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

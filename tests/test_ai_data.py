@@ -6,6 +6,7 @@ shapes that augment reproducibly."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -14,8 +15,13 @@ import pytest
 import torch
 
 from ai_engine.data import DataError, DatasetInfo, load_sample, make_loader, scan_dataset, split_samples
+from tests.torch_threads import one_torch_thread
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 def picture(path: Path, array: np.ndarray) -> Path:

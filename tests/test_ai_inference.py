@@ -29,6 +29,7 @@ from ai_engine.inference import (
     measure_lesions,
 )
 from ai_engine.synthetic import CATEGORIES, Frame, colposcopy_frame, thyroid_frame
+from tests.torch_threads import one_torch_thread
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "ai_engine" / "weights" / "combined-thyroid-synthetic.pt"
 SIZE = 128
@@ -37,12 +38,9 @@ SPACING = (0.1, 0.2)
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[InferenceEngine]:
-    # One thread: on a shared, busy CPU several threads per convolution run many times slower, not faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
-    yield InferenceEngine(CHECKPOINT, device="cpu", max_batch=4)
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield InferenceEngine(CHECKPOINT, device="cpu", max_batch=4)
 
 
 @pytest.fixture(scope="module")

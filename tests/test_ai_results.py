@@ -24,6 +24,7 @@ from imaging.models import Image
 from imaging.storage import StoredFileCorrupt
 from tests.conftest import actor_for
 from tests.imaging_files import randomized, ultrasound_dicom
+from tests.torch_threads import one_torch_thread
 from trial.errors import Conflict, RuleViolation
 from trial.models import AuditEvent, Participant
 
@@ -32,11 +33,9 @@ SIZE = 128
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[InferenceEngine]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
-    yield InferenceEngine(services.SHIPPED_CHECKPOINT, device="cpu", max_batch=1)
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield InferenceEngine(services.SHIPPED_CHECKPOINT, device="cpu", max_batch=1)
 
 
 @pytest.fixture(scope="module")

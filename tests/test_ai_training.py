@@ -25,16 +25,15 @@ from ai_engine.evaluation import (
 )
 from ai_engine.synthetic import write_phantom_3d, write_thyroid_ultrasound_2d
 from ai_engine.training import TrainingResult, train
+from tests.torch_threads import one_torch_thread
 
 TINY_COMBINED = {"unet_widths": [8, 16, 32], "kite_widths": [8]}
 
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
