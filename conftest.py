@@ -6,6 +6,9 @@ from typing import Any
 import pytest
 from django.test import TransactionTestCase
 
+# Fixtures for tests with real Celery workers and a real Redis broker.
+pytest_plugins = ["tests.celery_worker"]
+
 _original_fixture_teardown = TransactionTestCase._fixture_teardown
 
 
@@ -17,6 +20,19 @@ def _fixture_teardown_with_audit_purge(self: Any) -> None:
 
 
 TransactionTestCase._fixture_teardown = _fixture_teardown_with_audit_purge  # type: ignore[method-assign]
+
+
+def _celery_in_memory() -> None:
+    """Jobs published by the code under test go to an in-memory broker that no
+    worker reads, unless a test hands them to a real worker
+    (tests/celery_worker.py); nothing is left in var/ between runs."""
+    from config.celery import app
+
+    app.conf.broker_url = "memory://"
+    app.conf.broker_transport_options = {}
+
+
+_celery_in_memory()
 
 
 @pytest.fixture(autouse=True)

@@ -101,6 +101,7 @@ class AiResultStatus(models.TextChoices):
     DONE = "done", "Done"
     FAILED = "failed", "Failed (may be retried)"
     ABSTAINED = "abstained", "Abstained (image unfit for the model)"
+    CANCELLED = "cancelled", "Cancelled (the participant withdrew from AI processing)"
 
 
 class AiResult(models.Model):
@@ -130,13 +131,32 @@ class AiResult(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Delivery (ai_engine.jobs): the row is its own outbox entry. Null
+    # dispatched_at = not handed to the broker yet (it was down); the sweeper
+    # sends it. claimed_by/lease_expires_at say which worker process runs it.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True, help_text="host:pid of the worker process running it")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    batch_size = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Images in the forward pass that made it"
+    )
+    # Outputs others can open: a DICOM Segmentation (DICOM input) and a PNG
+    # overlay, in the content-addressed storage like the mask.
+    segmentation = models.FileField(max_length=255, blank=True, help_text="DICOM Segmentation (highdicom)")
+    segmentation_sha256 = models.CharField(max_length=64, blank=True)
+    overlay = models.FileField(max_length=255, blank=True, help_text="PNG: the image with the mask drawn on it")
+    overlay_sha256 = models.CharField(max_length=64, blank=True)
+    export_note = models.TextField(blank=True, help_text="Why an export could not be made")
 
     class Meta:
         ordering = ["image", "created_at", "id"]
         constraints = [
             models.UniqueConstraint(fields=["image", "model_version"], name="ai_result_once_per_image_and_model")
         ]
-        indexes = [models.Index(fields=["status"])]
+        indexes = [
+            models.Index(fields=["status"]),
+            models.Index(fields=["model_version", "status", "created_at"], name="ai_result_batch_claim"),
+        ]
 
     def __str__(self) -> str:
         return f"AI result of image {self.image_id} by {self.model_version_id} ({self.get_status_display()})"

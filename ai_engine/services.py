@@ -11,12 +11,14 @@ reason and an audit event naming both checkpoints by sha256.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from imaging.models import Image
 from trial import audit
 from trial.actors import Actor
 from trial.errors import Conflict, NotAllowed, RuleViolation
-from trial.models import Indication, Trial, TrialStatus
+from trial.models import Indication, Participant, Trial, TrialStatus
 from trial.permissions import Capability, role_can
 from trial.selectors import memberships_of
 from trial.services.checks import authorize, clean_model, require_reason
@@ -360,10 +362,15 @@ def model_retire(*, actor: Actor, model_version: ModelVersion, reason: str) -> M
 AI_ENGINE = Actor.system("ai-engine")
 RESULT_FOLDER = "ai-results"
 _FINISHED = (AiResultStatus.DONE, AiResultStatus.ABSTAINED)
+# No more work will be done on these: finished, or cancelled by a withdrawal.
+_SETTLED = (*_FINISHED, AiResultStatus.CANCELLED)
+_PENDING = (AiResultStatus.QUEUED, AiResultStatus.RUNNING, AiResultStatus.FAILED)
 _OUTCOME_STATUSES = {STATUS_DONE: AiResultStatus.DONE, STATUS_ABSTAINED: AiResultStatus.ABSTAINED}
 
 
-def _result_event(*, actor: Actor, action: str, result: AiResult, before: str | None, reason: str = "") -> None:
+def _result_event(
+    *, actor: Actor, action: str, result: AiResult, before: str | None, reason: str = "", role: str = ""
+) -> None:
     """One audit event per write of a result: its state and the checkpoint
     that made it, the measurements in summary, never pixel data."""
     image = result.image
@@ -381,9 +388,14 @@ def _result_event(*, actor: Actor, action: str, result: AiResult, before: str | 
         after["category"] = result.category
         after["mask_sha256"] = result.mask_sha256
         after["probability_sha256"] = result.probability_sha256
+        after["segmentation_sha256"] = result.segmentation_sha256
+        after["overlay_sha256"] = result.overlay_sha256
+        after["device"] = result.device
+    if result.claimed_by:
+        after["worker"] = result.claimed_by
     audit.record(
         actor=actor,
-        role="system" if actor.is_system else "",
+        role=role or ("system" if actor.is_system else ""),
         action=action,
         obj=result,
         trial=image.trial,
@@ -392,6 +404,16 @@ def _result_event(*, actor: Actor, action: str, result: AiResult, before: str | 
         after=after,
         reason=reason,
     )
+
+
+@dataclass(frozen=True)
+class Exports:
+    """Files made from a finished outcome for other software: a DICOM
+    Segmentation (DICOM input) and a PNG overlay; `note` says why one is missing."""
+
+    segmentation: bytes | None = None
+    overlay: bytes | None = None
+    note: str = ""
 
 
 def _locked(result: AiResult) -> AiResult:
@@ -410,6 +432,11 @@ def ai_result_queue(*, image: Image, model_version: ModelVersion, actor: Actor |
         return existing
     if not image.is_usable:
         raise RuleViolation(f"Image {image.pk} was rejected: the AI cannot read it.", field="image")
+    if not image.participant.accepts_ai_processing:
+        raise RuleViolation(
+            f"{image.participant.study_id} has withdrawn from AI processing: their images are not given to the AI.",
+            field="image",
+        )
     try:
         # The unique constraint settles a race between two deliveries; the
         # savepoint keeps the caller's transaction usable when we lose it.
@@ -422,29 +449,103 @@ def ai_result_queue(*, image: Image, model_version: ModelVersion, actor: Actor |
 
 
 @transaction.atomic
-def ai_result_start(*, result: AiResult, actor: Actor | None = None) -> AiResult:
-    """Mark a queued (or failed, retried) result running and count the
-    attempt. A finished result is returned unchanged: the work was delivered again."""
+def ai_result_start(
+    *,
+    result: AiResult,
+    actor: Actor | None = None,
+    claimed_by: str = "",
+    lease_seconds: float | None = None,
+    batch_size: int | None = None,
+) -> AiResult:
+    """Mark a queued (or failed, retried, or abandoned) result running for the
+    worker process `claimed_by` until the lease ends, and count the attempt.
+    A finished or cancelled result is returned unchanged: the work was
+    delivered again, or is no longer wanted."""
     actor = actor or AI_ENGINE
     result = _locked(result)
-    if result.status in _FINISHED:
+    if result.status in _SETTLED:
         return result
     before = result.status
+    now = timezone.now()
     result.status = AiResultStatus.RUNNING
     result.attempts += 1
-    result.started_at = timezone.now()
+    result.started_at = now
     result.reason = ""
-    result.save(update_fields=["status", "attempts", "started_at", "reason"])
+    result.claimed_by = claimed_by[:200]
+    result.lease_expires_at = now + dt.timedelta(seconds=lease_seconds) if lease_seconds is not None else None
+    result.batch_size = batch_size
+    result.save(
+        update_fields=["status", "attempts", "started_at", "reason", "claimed_by", "lease_expires_at", "batch_size"]
+    )
     _result_event(actor=actor, action="ai_result.start", result=result, before=before)
     return result
 
 
 @transaction.atomic
-def ai_result_store(*, result: AiResult, outcome: InferenceResult, actor: Actor | None = None) -> AiResult:
-    """Keep what the engine said: mask and probability map in storage, the
+def ai_result_release(*, result: AiResult, reason: str, actor: Actor | None = None) -> AiResult:
+    """Give a running result back to the queue (a transient error stopped its
+    batch): another delivery may take it. Anything else is returned unchanged."""
+    actor = actor or AI_ENGINE
+    reason = require_reason(reason, "give an AI result back to the queue")
+    result = _locked(result)
+    if result.status != AiResultStatus.RUNNING:
+        return result
+    result.status = AiResultStatus.QUEUED
+    result.reason = reason
+    result.claimed_by = ""
+    result.lease_expires_at = None
+    result.save(update_fields=["status", "reason", "claimed_by", "lease_expires_at"])
+    _result_event(actor=actor, action="ai_result.release", result=result, before=AiResultStatus.RUNNING, reason=reason)
+    return result
+
+
+@transaction.atomic
+def ai_results_cancel(*, participant: Participant, actor: Actor, role: str, reason: str) -> list[AiResult]:
+    """Cancel every pending result (queued, running, failed) of the
+    participant's images: they withdrew from AI processing. A worker that is
+    running one finds it cancelled when it comes to store and keeps nothing.
+    Finished results stay as they are (what was said before the withdrawal)."""
+    reason = require_reason(reason, "cancel pending AI work")
+    pending = list(
+        AiResult.objects.select_for_update()
+        .select_related("image", "model_version")
+        .filter(image__participant=participant, status__in=_PENDING)
+        .order_by("id")
+    )
+    for result in pending:
+        before = result.status
+        result.status = AiResultStatus.CANCELLED
+        result.reason = reason
+        result.claimed_by = ""
+        result.lease_expires_at = None
+        result.finished_at = timezone.now()
+        result.save(update_fields=["status", "reason", "claimed_by", "lease_expires_at", "finished_at"])
+        _result_event(actor=actor, action="ai_result.cancel", result=result, before=before, reason=reason, role=role)
+    return pending
+
+
+def ai_results_mark_dispatched(result_ids: list[int]) -> int:
+    """Note that these results' jobs were handed to the broker. Delivery
+    bookkeeping only, like the broker's own state: it changes nothing a
+    reader or an analysis sees, so it records no audit event (the queue,
+    start, store, fail, release and cancel events record the result's life)."""
+    return AiResult.objects.filter(pk__in=result_ids, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
+
+
+@transaction.atomic
+def ai_result_store(
+    *,
+    result: AiResult,
+    outcome: InferenceResult,
+    exports: Exports | None = None,
+    actor: Actor | None = None,
+) -> AiResult:
+    """Keep what the engine said: mask and probability map in storage (with
+    the DICOM Segmentation and PNG overlay made from them, when given), the
     figures in the row, status done or abstained. Refused when the outcome
-    came from another checkpoint than the result's version. A finished
-    result is returned unchanged (a redelivered outcome)."""
+    came from another checkpoint than the result's version. A finished or
+    cancelled result is returned unchanged (a redelivered outcome, or a
+    withdrawal that came first)."""
     actor = actor or AI_ENGINE
     result = _locked(result)
     if outcome.model_sha256 != result.model_version.sha256:
@@ -453,7 +554,7 @@ def ai_result_store(*, result: AiResult, outcome: InferenceResult, actor: Actor 
             f"{result.model_version.name} {result.model_version.version} (sha256 {result.model_version.sha256}): "
             "a result must keep the version that made it."
         )
-    if result.status in _FINISHED:
+    if result.status in _SETTLED:
         return result
     if result.status != AiResultStatus.RUNNING:
         raise Conflict(f"The AI result {result.pk} is {result.status}; start it before storing its outcome.")
@@ -469,6 +570,12 @@ def ai_result_store(*, result: AiResult, outcome: InferenceResult, actor: Actor 
             result.mask, result.mask_sha256 = _keep(_mask_png(outcome.mask), "png", written)
         if outcome.probability is not None:
             result.probability, result.probability_sha256 = _keep(_probability_npz(outcome.probability), "npz", written)
+        if exports is not None and status == AiResultStatus.DONE:
+            if exports.segmentation is not None:
+                result.segmentation, result.segmentation_sha256 = _keep(exports.segmentation, "dcm", written)
+            if exports.overlay is not None:
+                result.overlay, result.overlay_sha256 = _keep(exports.overlay, "png", written)
+            result.export_note = exports.note[:2000]
         result.status = status
         result.reason = outcome.reason if status == AiResultStatus.ABSTAINED else ""
         result.quality = _json_safe(
@@ -482,6 +589,7 @@ def ai_result_store(*, result: AiResult, outcome: InferenceResult, actor: Actor 
         result.device = outcome.device[:64]
         result.runtime_ms = _json_safe(float(outcome.runtime_ms))
         result.finished_at = timezone.now()
+        result.lease_expires_at = None
         with transaction.atomic():
             result.save()
             _result_event(actor=actor, action="ai_result.store", result=result, before=before, reason=result.reason)
@@ -498,13 +606,14 @@ def ai_result_fail(*, result: AiResult, reason: str, actor: Actor | None = None)
     actor = actor or AI_ENGINE
     reason = require_reason(reason, "record a failed AI result")
     result = _locked(result)
-    if result.status in _FINISHED:
+    if result.status in _SETTLED:
         raise Conflict(f"The AI result {result.pk} is already {result.status}; it cannot fail afterwards.")
     before = result.status
     result.status = AiResultStatus.FAILED
     result.reason = reason
     result.finished_at = timezone.now()
-    result.save(update_fields=["status", "reason", "finished_at"])
+    result.lease_expires_at = None
+    result.save(update_fields=["status", "reason", "finished_at", "lease_expires_at"])
     _result_event(actor=actor, action="ai_result.fail", result=result, before=before, reason=reason)
     return result
 

@@ -127,7 +127,9 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(VAR_DIR / "consilium.sqlite3"),
+            # SQLITE_PATH points another process (a worker started by the
+            # tests or the benchmarks) at the same database file.
+            "NAME": env_str("SQLITE_PATH", str(VAR_DIR / "consilium.sqlite3")),
             "OPTIONS": {
                 # IMMEDIATE takes the write lock when a transaction starts, so two
                 # writers queue instead of failing half-way with "database is locked".
@@ -268,6 +270,37 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# A web request that publishes a job gives up quickly when the broker is
+# down: the job stays in the outbox (ai_engine.jobs) and the sweeper sends it.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 2)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis hands an unacknowledged job (its worker vanished) to another
+        # worker after this many seconds; longer than any job or retry delay.
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+    }
+CELERY_TASK_ROUTES = {"ai_engine.*": {"queue": "inference"}}
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)  # on for Flower
+CELERY_BEAT_SCHEDULE = {
+    "ai-engine-dispatch-pending": {"task": "ai_engine.dispatch_pending", "schedule": 30.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# AI engine workers (ai_engine.jobs): device ("" = the GPU when there is one,
+# "cuda" = the GPU, falling back to the CPU and saying so), PyTorch threads
+# per worker process (0 = PyTorch's default; set it so that processes ×
+# threads ≤ cores), images per forward pass, how long a claim lasts before
+# another worker may take the job over, retries of transient errors.
+AI_DEVICE = env_str("AI_DEVICE", "")
+AI_TORCH_THREADS = env_int("AI_TORCH_THREADS", 1)
+AI_INFERENCE_MAX_BATCH = env_int("AI_INFERENCE_MAX_BATCH", 8)
+AI_INFERENCE_LEASE_SECONDS = env_int("AI_INFERENCE_LEASE_SECONDS", 600)
+AI_INFERENCE_REDISPATCH_SECONDS = env_int("AI_INFERENCE_REDISPATCH_SECONDS", 900)
+AI_INFERENCE_MAX_RETRIES = env_int("AI_INFERENCE_MAX_RETRIES", 5)
+AI_INFERENCE_RETRY_BASE_SECONDS = env_int("AI_INFERENCE_RETRY_BASE_SECONDS", 2)
 
 LOGGING = {
     "version": 1,

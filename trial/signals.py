@@ -6,3 +6,8 @@ from django.dispatch import Signal
 # Sent by services.trial_set_status when a trial starts recruiting.
 # Arguments: trial, actor.
 recruitment_opened = Signal()
+
+# Sent by services.participant_withdraw when a withdrawal stops AI processing
+# (its own scope, or a withdrawal of data). Arguments: participant, actor,
+# role, reason.
+ai_processing_withdrawn = Signal()

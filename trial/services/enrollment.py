@@ -32,6 +32,7 @@ from trial.services.checks import (
     require_recruiting,
 )
 from trial.services.screening import current_protocol
+from trial.signals import ai_processing_withdrawn
 
 
 def _validate_covariates(trial: Trial, indication: str, covariates: dict[str, Any]) -> dict[str, Any]:
@@ -248,4 +249,7 @@ def participant_withdraw(
         },
         reason=reason,
     )
+    if scope in (WithdrawalScope.STOP_AI_PROCESSING, WithdrawalScope.WITHDRAW_DATA):
+        # Pending AI work is cancelled in this same transaction.
+        ai_processing_withdrawn.send(sender=Participant, participant=participant, actor=actor, role=role, reason=reason)
     return withdrawal
