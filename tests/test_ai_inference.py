@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from ai_engine.inference import (
@@ -28,6 +29,8 @@ from ai_engine.inference import (
     lesion_mask,
     measure_lesions,
 )
+from ai_engine.inference.measurements import lesion_probability
+from ai_engine.inference.quality import assess
 from ai_engine.synthetic import CATEGORIES, Frame, colposcopy_frame, thyroid_frame
 from tests.torch_threads import one_torch_thread
 
@@ -259,3 +262,35 @@ def test_bad_settings_and_inputs_are_refused_with_clear_errors() -> None:
         InferenceInput("x", np.zeros((64, 64)), "x-ray")
     with pytest.raises(InferenceError, match="spacing"):
         InferenceInput("x", np.zeros((64, 64)), "ultrasound", (0.1, -1.0))
+
+
+def test_sliding_windows_judge_a_large_frame_at_native_resolution(engine: InferenceEngine) -> None:
+    frame = thyroid_frame(np.random.default_rng(5), 300).image
+    image = np.concatenate([frame, frame[:, :120]], axis=1)  # 300 × 420, larger than the 128 px network
+    with one_torch_thread():
+        windows = InferenceEngine(CHECKPOINT, device="cpu", max_batch=4, inference_mode="sliding_window")
+        [result] = windows.run([ultrasound(image)])
+        assert result.status == "done" and result.mask is not None and result.probability is not None
+        assert result.mask.shape == result.probability.shape == image.shape
+        # Exactly MONAI's sliding window over the engine's pre-processed frame.
+        _, prepared = assess(ultrasound(image), expected_modality="ultrasound")
+        assert prepared is not None
+        with torch.inference_mode():
+            logits = sliding_window_inference(
+                prepared.image[None], roi_size=(SIZE, SIZE), sw_batch_size=4, predictor=windows._model, mode="gaussian"
+            )
+        assert isinstance(logits, torch.Tensor)
+        np.testing.assert_allclose(result.probability, lesion_probability(logits[0]), atol=2e-3)
+        # The resize path judges the same frame differently (at 128 px).
+        [resized] = engine.run([ultrasound(image)])
+        assert resized.probability is not None
+        assert np.abs(resized.probability.astype(np.float32) - result.probability.astype(np.float32)).max() > 0.05
+        # The category still comes from the whole frame.
+        assert result.category == resized.category
+
+
+def test_the_inference_mode_and_window_overlap_are_checked() -> None:
+    with pytest.raises(InferenceError, match="Unknown inference mode 'tiles'"):
+        InferenceEngine(CHECKPOINT, device="cpu", inference_mode="tiles")
+    with pytest.raises(InferenceError, match="window overlap"):
+        InferenceEngine(CHECKPOINT, device="cpu", inference_mode="sliding_window", window_overlap=1.0)

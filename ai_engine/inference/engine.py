@@ -1,25 +1,36 @@
 """The inference engine: one checkpoint loaded once, then any number of
 decoded images judged in micro-batches.
 
-Why frames are resized to the network size rather than tiled with a sliding
-window: the 2D model was trained on whole frames resized to image_size
-(ai_engine.training), so a whole frame at that size is what it knows; tiles
-of a large frame at native resolution would show it nodules far bigger and
-speckle far coarser than in training. Logits are resized back to the frame's
-native size, as ai_engine.evaluation does. 3D checkpoints (sliding-window
-inference over volumes) are refused here.
+Two ways to bring a frame to the network, chosen by the checkpoint
+(preprocessing["inference"]) or by the operator:
+
+* "resize" (the default, and what the shipped checkpoints need): the frame
+  is resized to image_size, as the 2D training loader did with whole frames
+  (ai_engine.training), and the logits are resized back to the frame's
+  native size, as ai_engine.evaluation does. Sliding windows would show such
+  a model nodules far bigger and speckle far coarser than it was trained on.
+* "sliding_window": for checkpoints trained on patches at native
+  resolution, MONAI's SlidingWindowInferer runs image_size windows over
+  the native frame (Gaussian-weighted overlap, sw_batch_size = max_batch),
+  so an image larger than the training size is judged at full detail. The
+  suggested category still comes from the whole frame resized.
+
+3D checkpoints (volumes) are refused here: the trial reads 2D frames and
+cine loops.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from monai.inferers import SlidingWindowInferer
 
 from ai_engine.checkpoint import load_checkpoint
 from ai_engine.device import autocast_context, choose_device, prepare_images_for_device, prepare_model_for_device
@@ -35,7 +46,9 @@ from ai_engine.inference.records import (
     QualityVerdict,
 )
 
+_T = TypeVar("_T")
 MODALITY_OF_CHANNELS = {1: "ultrasound", 3: "photo"}
+INFERENCE_MODES = ("resize", "sliding_window")
 
 
 @dataclass
@@ -59,6 +72,8 @@ class InferenceEngine:
         min_component_px: int = 4,
         max_batch: int = 8,
         key_frame: str = "sharpest",
+        inference_mode: str | None = None,
+        window_overlap: float | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise InferenceError(f"The threshold must lie between 0 and 1, got {threshold}.")
@@ -83,6 +98,17 @@ class InferenceEngine:
         self.min_component_px = min_component_px
         self.max_batch = max_batch
         self.key_frame = key_frame
+        self.inference_mode = inference_mode or str(preprocessing.get("inference", "resize"))
+        if self.inference_mode not in INFERENCE_MODES:
+            raise InferenceError(
+                f"Unknown inference mode {self.inference_mode!r}; use one of {', '.join(INFERENCE_MODES)}."
+            )
+        overlap = float(window_overlap if window_overlap is not None else preprocessing.get("window_overlap", 0.25))
+        if not 0.0 <= overlap < 1.0:
+            raise InferenceError(f"The window overlap must be at least 0 and below 1, got {overlap}.")
+        self._inferer = SlidingWindowInferer(
+            roi_size=(self.image_size, self.image_size), sw_batch_size=max_batch, overlap=overlap, mode="gaussian"
+        )
         self._device = choose_device(device)
         self.device_label = str(self._device)
         self._model = prepare_model_for_device(checkpoint.build_model(), self._device, spatial_dims=2)
@@ -121,7 +147,10 @@ class InferenceEngine:
         for index, entry in enumerate(batch):
             started = time.perf_counter()
             native = tuple(entry.frame.image.shape[1:])
-            logits = resize_logits(segmentation[index : index + 1], native)[0]
+            if self.inference_mode == "sliding_window":
+                logits = self._on_device(partial(self._windows_on_device, entry.frame.image))
+            else:
+                logits = resize_logits(segmentation[index : index + 1], native)[0]
             probability = lesion_probability(logits)
             mask = lesion_mask(probability, threshold=self.threshold, min_component_px=self.min_component_px)
             measurements = measure_lesions(mask, pixel_spacing_mm=entry.input.pixel_spacing_mm, probability=probability)
@@ -148,10 +177,15 @@ class InferenceEngine:
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Segmentation logits (B, K, S, S) and category logits (B, N) or None,
-        float32 on the CPU. A GPU that runs out of memory or fails hands the
-        work to the CPU for the rest of this engine's life, and results say so."""
+        float32 on the CPU."""
+        return self._on_device(lambda: self._forward_on_device(images))
+
+    def _on_device(self, work: Callable[[], _T]) -> _T:
+        """Run work on the engine's device. A GPU that runs out of memory or
+        fails hands the work to the CPU for the rest of this engine's life,
+        and results say so."""
         try:
-            return self._forward_on_device(images)
+            return work()
         except RuntimeError as error:  # torch.cuda.OutOfMemoryError is a RuntimeError too
             if self._device.type != "cuda":
                 raise
@@ -160,7 +194,16 @@ class InferenceEngine:
             self._device = torch.device("cpu")
             self.device_label = f"cpu (fallback from cuda: {reason})"
             torch.cuda.empty_cache()
-            return self._forward_on_device(images)
+            return work()
+
+    def _windows_on_device(self, image: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits (K, H, W) of one native-size frame (C, H, W)
+        from sliding windows of the network size, float32 on the CPU."""
+        with torch.inference_mode(), autocast_context(self._device):
+            batch = prepare_images_for_device(image[None], self._device)
+            logits = self._inferer(batch, self._model)
+        assert isinstance(logits, torch.Tensor)
+        return logits.float().cpu()[0]
 
     def _forward_on_device(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         forward_with_category = getattr(self._model, "forward_with_category", None)
