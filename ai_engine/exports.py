@@ -211,6 +211,11 @@ def _single_frame_stand_in(source: pydicom.Dataset) -> pydicom.Dataset:
     # pixel for pixel with the source, which needs none.
     if "FrameOfReferenceUID" in stand_in and "ImagePositionPatient" not in stand_in:
         del stand_in.FrameOfReferenceUID
+    # Nor Pixel Spacing: highdicom would write Pixel Measures without the
+    # Slice Thickness its reader requires, and the Segmentation would not
+    # open. The source, which the Segmentation references, keeps the spacing.
+    if "FrameOfReferenceUID" not in stand_in and "PixelSpacing" in stand_in:
+        del stand_in.PixelSpacing
     return stand_in
 
 

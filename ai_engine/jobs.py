@@ -10,7 +10,8 @@ Delivery is at least once; the result is exactly once:
   starts) sends it once the broker answers. The sweeper also re-sends jobs a
   broker lost (queued long after dispatch), takes back work whose worker
   died on another machine (lease ended), and queues images whose
-  acceptance signal was lost.
+  acceptance signal was lost, and makes the exports (DICOM Segmentation,
+  overlay) of results stored by a worker that stopped before making them.
 * **One result per image × model version** (a unique constraint); a job
   delivered twice finds its result finished, or running in a live worker,
   and does nothing.
@@ -57,7 +58,7 @@ from ai_engine.exports import ExportError, dicom_bytes, dicom_segmentation, over
 from ai_engine.inference import InferenceEngine, InferenceInput, InferenceResult
 from ai_engine.inference.records import STATUS_DONE, InferenceError
 from ai_engine.models import AiResult, AiResultStatus, ModelVersion, TrialModel
-from ai_engine.selectors import active_model_for
+from ai_engine.selectors import active_model_for, ai_result_mask
 from imaging import storage
 from imaging.models import FileFormat, Image, ImageKind, ImageStatus
 from imaging.pipeline import dicom, photo
@@ -112,11 +113,12 @@ def claimer_alive(result: AiResult, now: dt.datetime | None = None) -> bool:
 # --- Queueing and dispatch ---------------------------------------------------------------
 
 
-def queue_image(image_id: int) -> AiResult | None:
+def queue_image(image_id: int, *, send: bool = True) -> AiResult | None:
     """Create the queued result of the trial's active model for an accepted
-    image and hand its job to the broker. None when there is nothing to do
-    (image rejected or gone, participant withdrawn from AI processing, no
-    model deployed for the indication)."""
+    image and (unless send is False: the sweeper sends it with the rest)
+    hand its job to the broker. None when there is nothing to do (image
+    rejected or gone, participant withdrawn from AI processing, no model
+    deployed for the indication)."""
     image = Image.objects.select_related("participant", "trial").filter(pk=image_id).first()
     if image is None or not image.is_usable or not image.participant.accepts_ai_processing:
         return None
@@ -130,7 +132,7 @@ def queue_image(image_id: int) -> AiResult | None:
         )
         return None
     result = services.ai_result_queue(image=image, model_version=model_version)
-    if result.status == AiResultStatus.QUEUED and result.dispatched_at is None:
+    if send and result.status == AiResultStatus.QUEUED and result.dispatched_at is None:
         dispatch([result.pk])
     return result
 
@@ -178,9 +180,12 @@ def dispatch_pending(*, limit: int = 500) -> Sweep:
     signal), then send the jobs that need sending: never dispatched (broker
     was down), dispatched long ago and still queued (a broker that lost its
     messages), running with an ended lease (a worker that died elsewhere)."""
+    for result in AiResult.objects.filter(pk__in=exports_missing(limit=limit)).select_related("image", "model_version"):
+        export_result(result)
     queued_images = 0
     for image_id in images_without_result(limit=limit):
-        if queue_image(image_id) is not None:
+        # Sent below with the other due jobs, so that the sweep counts it.
+        if queue_image(image_id, send=False) is not None:
             queued_images += 1
     now = timezone.now()
     redispatch_after = dt.timedelta(seconds=float(getattr(settings, "AI_INFERENCE_REDISPATCH_SECONDS", 900)))
@@ -341,18 +346,15 @@ def engine_for(model_version: ModelVersion) -> InferenceEngine:
         return engine
 
 
-def make_exports(result: AiResult, loaded: Loaded, outcome: InferenceResult) -> services.Exports | None:
-    """The DICOM Segmentation (DICOM input) and PNG overlay of a finished
-    outcome. An export that cannot be made is noted, not fatal: the mask
-    and figures are the result."""
-    if outcome.status != STATUS_DONE or outcome.mask is None:
-        return None
+def make_exports(result: AiResult, loaded: Loaded, mask: np.ndarray, frame_index: int | None) -> services.Exports:
+    """The DICOM Segmentation (DICOM input) and PNG overlay of a done
+    result's mask. An export that cannot be made is noted, not fatal: the
+    mask and figures are the result."""
     notes: list[str] = []
-    frame = outcome.frame_index or 0
     overlay: bytes | None = None
     segmentation: bytes | None = None
     try:
-        overlay = overlay_png(image_rgb_or_grey=loaded.display[frame], mask=outcome.mask)
+        overlay = overlay_png(image_rgb_or_grey=loaded.display[frame_index or 0], mask=mask)
     except (ExportError, ValueError, IndexError) as error:
         notes.append(f"overlay: {error}")
     if loaded.dataset is not None:
@@ -361,8 +363,8 @@ def make_exports(result: AiResult, loaded: Loaded, outcome: InferenceResult) -> 
             segmentation = dicom_bytes(
                 dicom_segmentation(
                     source=loaded.dataset,
-                    mask=outcome.mask,
-                    frame_index=outcome.frame_index,
+                    mask=mask,
+                    frame_index=frame_index,
                     model_name=model_version.name,
                     model_version=model_version.version,
                     model_sha256=model_version.sha256,
@@ -371,6 +373,33 @@ def make_exports(result: AiResult, loaded: Loaded, outcome: InferenceResult) -> 
         except (ExportError, ValueError, AttributeError, TypeError) as error:
             notes.append(f"DICOM Segmentation: {error}")
     return services.Exports(segmentation=segmentation, overlay=overlay, note="; ".join(notes))
+
+
+def export_result(result: AiResult, loaded: Loaded | None = None, mask: np.ndarray | None = None) -> AiResult:
+    """Make and attach the exports of a done result that has none yet, from
+    the stored image and mask unless they are given (right after inference)."""
+    if not services.exports_pending(result):
+        return result
+    try:
+        loaded = loaded if loaded is not None else load_input(result.image)
+        mask = mask if mask is not None else ai_result_mask(result)
+    except (BadInput, StoredFileCorrupt, FileNotFoundError) as error:
+        return services.ai_result_attach_exports(result=result, exports=services.Exports(note=f"no exports: {error}"))
+    exports = make_exports(result, loaded, mask, result.frame_index)
+    return services.ai_result_attach_exports(result=result, exports=exports)
+
+
+def exports_missing(*, older_than_seconds: float = 60.0, limit: int = 100) -> list[int]:
+    """Done results still without exports some time after they were stored
+    (their worker stopped between the two steps)."""
+    cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
+    return list(
+        AiResult.objects.filter(
+            status=AiResultStatus.DONE, segmentation="", overlay="", export_note="", finished_at__lt=cutoff
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)[:limit]
+    )
 
 
 def process(result_id: int, *, worker: str | None = None, batch_limit: int | None = None) -> list[AiResult]:
@@ -407,9 +436,18 @@ def _run(claimed: list[AiResult]) -> list[AiResult]:
             finished.append(services.ai_result_fail(result=result, reason=f"model-unusable: {error}"))
         return finished
     outcomes = engine.run([loaded.input for _, loaded in ready])
+    stored_now: list[tuple[AiResult, Loaded, InferenceResult]] = []
     for (result, loaded), outcome in zip(ready, outcomes, strict=True):
-        exports = make_exports(result, loaded, outcome)
-        finished.append(services.ai_result_store(result=result, outcome=outcome, exports=exports))
+        stored = services.ai_result_store(result=result, outcome=outcome)
+        # A withdrawal that landed during inference cancelled it: nothing was kept.
+        if stored.status != AiResultStatus.CANCELLED:
+            stored_now.append((stored, loaded, outcome))
+    # The result is stored (a reader can see it); the exports for other
+    # software follow. Should this stop half-way, the sweeper makes them.
+    for stored, loaded, outcome in stored_now:
+        if outcome.status == STATUS_DONE and outcome.mask is not None:
+            stored = export_result(stored, loaded, outcome.mask)
+        finished.append(stored)
     return finished
 
 

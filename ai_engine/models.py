@@ -125,7 +125,7 @@ class AiResult(models.Model):
     category_probabilities = models.JSONField(default=dict, blank=True)
     quality = models.JSONField(default=dict, blank=True, help_text="ok, reason, figures")
     frame_index = models.PositiveIntegerField(null=True, blank=True)
-    device = models.CharField(max_length=64, blank=True)
+    device = models.CharField(max_length=200, blank=True)
     runtime_ms = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -388,9 +388,10 @@ def _result_event(
         after["category"] = result.category
         after["mask_sha256"] = result.mask_sha256
         after["probability_sha256"] = result.probability_sha256
-        after["segmentation_sha256"] = result.segmentation_sha256
-        after["overlay_sha256"] = result.overlay_sha256
         after["device"] = result.device
+        if action == "ai_result.export":
+            after["segmentation_sha256"] = result.segmentation_sha256
+            after["overlay_sha256"] = result.overlay_sha256
     if result.claimed_by:
         after["worker"] = result.claimed_by
     audit.record(
@@ -533,19 +534,12 @@ def ai_results_mark_dispatched(result_ids: list[int]) -> int:
 
 
 @transaction.atomic
-def ai_result_store(
-    *,
-    result: AiResult,
-    outcome: InferenceResult,
-    exports: Exports | None = None,
-    actor: Actor | None = None,
-) -> AiResult:
-    """Keep what the engine said: mask and probability map in storage (with
-    the DICOM Segmentation and PNG overlay made from them, when given), the
+def ai_result_store(*, result: AiResult, outcome: InferenceResult, actor: Actor | None = None) -> AiResult:
+    """Keep what the engine said: mask and probability map in storage, the
     figures in the row, status done or abstained. Refused when the outcome
     came from another checkpoint than the result's version. A finished or
     cancelled result is returned unchanged (a redelivered outcome, or a
-    withdrawal that came first)."""
+    withdrawal that came first). The exports follow (ai_result_attach_exports)."""
     actor = actor or AI_ENGINE
     result = _locked(result)
     if outcome.model_sha256 != result.model_version.sha256:
@@ -570,12 +564,6 @@ def ai_result_store(
             result.mask, result.mask_sha256 = _keep(_mask_png(outcome.mask), "png", written)
         if outcome.probability is not None:
             result.probability, result.probability_sha256 = _keep(_probability_npz(outcome.probability), "npz", written)
-        if exports is not None and status == AiResultStatus.DONE:
-            if exports.segmentation is not None:
-                result.segmentation, result.segmentation_sha256 = _keep(exports.segmentation, "dcm", written)
-            if exports.overlay is not None:
-                result.overlay, result.overlay_sha256 = _keep(exports.overlay, "png", written)
-            result.export_note = exports.note[:2000]
         result.status = status
         result.reason = outcome.reason if status == AiResultStatus.ABSTAINED else ""
         result.quality = _json_safe(
@@ -586,13 +574,55 @@ def ai_result_store(
         result.category_probability = _json_safe(outcome.category_probability)
         result.category_probabilities = _json_safe(outcome.category_probabilities)
         result.frame_index = outcome.frame_index
-        result.device = outcome.device[:64]
+        result.device = outcome.device[:200]
         result.runtime_ms = _json_safe(float(outcome.runtime_ms))
         result.finished_at = timezone.now()
         result.lease_expires_at = None
         with transaction.atomic():
             result.save()
             _result_event(actor=actor, action="ai_result.store", result=result, before=before, reason=result.reason)
+    except BaseException:
+        storage.delete_quietly(written)
+        raise
+    return result
+
+
+def exports_pending(result: AiResult) -> bool:
+    """A done result whose exports have not been attached yet."""
+    return (
+        result.status == AiResultStatus.DONE
+        and not result.segmentation
+        and not result.overlay
+        and not result.export_note
+    )
+
+
+@transaction.atomic
+def ai_result_attach_exports(*, result: AiResult, exports: Exports, actor: Actor | None = None) -> AiResult:
+    """Keep the files made for other software from a done result (DICOM
+    Segmentation, PNG overlay) and the note of any that could not be made.
+    Once only: a result that has its exports, or is not done, is returned
+    unchanged."""
+    actor = actor or AI_ENGINE
+    result = _locked(result)
+    if not exports_pending(result):
+        return result
+    if exports.segmentation is None and exports.overlay is None and not exports.note.strip():
+        raise RuleViolation("Exports must carry a file or say why none could be made.")
+    written: list[str] = []
+    try:
+        if exports.segmentation is not None:
+            result.segmentation, result.segmentation_sha256 = _keep(exports.segmentation, "dcm", written)
+        if exports.overlay is not None:
+            result.overlay, result.overlay_sha256 = _keep(exports.overlay, "png", written)
+        result.export_note = exports.note.strip()[:2000]
+        with transaction.atomic():
+            result.save(
+                update_fields=["segmentation", "segmentation_sha256", "overlay", "overlay_sha256", "export_note"]
+            )
+            _result_event(
+                actor=actor, action="ai_result.export", result=result, before=result.status, reason=result.export_note
+            )
     except BaseException:
         storage.delete_quietly(written)
         raise

@@ -310,5 +310,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"axes": {"level": "WARNING"}},
+    # highdicom logs every attribute it copies at INFO.
+    "loggers": {"axes": {"level": "WARNING"}, "highdicom": {"level": "WARNING"}},
 }

@@ -74,7 +74,11 @@ def upload(participant: Participant, coordinator: Any, name: str, data: bytes | 
 
 
 def finished_results(count: int) -> list[AiResult]:
+    """The finished results once there are `count`, done ones with their
+    exports attached (the step right after storing); [] before."""
     results = list(AiResult.objects.filter(status__in=FINISHED).select_related("image", "model_version"))
+    if any(services.exports_pending(result) for result in results):
+        return []
     return results if len(results) >= count else []
 
 
@@ -118,6 +122,7 @@ def test_a_real_worker_judges_the_real_ultrasound_files_end_to_end(
         assert overlay.size == (image.columns, image.rows)
     for action in ("ai_result.queue", "ai_result.start", "ai_result.store"):
         assert AuditEvent.objects.filter(action=action).count() == len(images)
+    assert AuditEvent.objects.filter(action="ai_result.export").count() == len(done)
     assert verify_chain().ok
 
 

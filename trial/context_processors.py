@@ -22,6 +22,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "randomization": has_capability(user, Capability.CONFIGURE_RANDOMIZATION)
             or has_capability(user, Capability.VIEW_BALANCE),
             "unblindings": has_capability(user, Capability.VIEW_UNBLINDINGS),
+            "ai_operations": has_capability(user, Capability.MANAGE_AI_MODELS),
         },
         "my_memberships": memberships_of(user),
     }
