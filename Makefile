@@ -16,13 +16,12 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+# The web server and one AI worker (the default broker needs no server); the
+# command prints the URL and stops both on Ctrl-C.
 demo: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
-	@echo ""
-	@echo "Consilium is running at http://$(HOST):$(PORT)/  (API docs: http://$(HOST):$(PORT)/api/docs/)"
-	@echo "Stop it with Ctrl-C."
-	$(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+	$(BIN)/python manage.py demo_server --host $(HOST) --port $(PORT)
 
 check: venv
 	$(BIN)/ruff check .

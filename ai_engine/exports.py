@@ -133,7 +133,7 @@ def overlay_png(
     result = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
     buffer = io.BytesIO()
-    Image.fromarray(result).save(buffer, format="PNG")
+    Image.fromarray(result).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -47,7 +47,7 @@ import numpy as np
 import pydicom
 import torch
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -90,24 +90,6 @@ def max_batch() -> int:
 def worker_identity() -> str:
     """host:pid of this process (a claim's owner)."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def claimer_alive(result: AiResult, now: dt.datetime | None = None) -> bool:
-    """Whether the process that claimed a running result may still be at
-    work: its lease has not ended and, when it ran on this host, its process
-    still exists."""
-    now = now or timezone.now()
-    if result.lease_expires_at is None or result.lease_expires_at <= now:
-        return False
-    host, _, pid = result.claimed_by.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # alive, owned by another user
-            return True
-    return True
 
 
 # --- Queueing and dispatch ---------------------------------------------------------------
@@ -233,48 +215,11 @@ def cancel_for_withdrawal(*, participant: Any, actor: Any, role: str, reason: st
 
 def claim(result_id: int, *, worker: str, batch_limit: int) -> list[AiResult]:
     """Mark the job's result (and up to batch_limit − 1 other queued results
-    of the same model) running for this worker; [] when there is nothing for
-    it to do (finished, cancelled, failed for good, or running in a live
-    worker). One short transaction."""
-    now = timezone.now()
-    with transaction.atomic():
-        own = (
-            AiResult.objects.select_for_update(of=("self",))
-            .select_related("image__participant", "model_version")
-            .filter(pk=result_id)
-            .first()
-        )
-        if own is None:
-            logger.warning("AI result %s does not exist (a job from another database?); nothing to do.", result_id)
-            return []
-        if own.status == AiResultStatus.RUNNING and own.claimed_by != worker and claimer_alive(own, now):
-            return []
-        if own.status not in (AiResultStatus.QUEUED, AiResultStatus.RUNNING):
-            return []
-        if not own.image.participant.accepts_ai_processing:
-            services.ai_results_cancel(
-                participant=own.image.participant,
-                actor=services.AI_ENGINE,
-                role="system",
-                reason="The participant withdrew from AI processing.",
-            )
-            return []
-        mates: list[AiResult] = []
-        if batch_limit > 1:
-            mates = list(
-                AiResult.objects.select_for_update(of=("self",), skip_locked=True)
-                .filter(model_version_id=own.model_version_id, status=AiResultStatus.QUEUED)
-                .filter(image__participant__ai_processing_stopped=False, image__participant__data_withdrawn=False)
-                .exclude(pk=own.pk)
-                .order_by("created_at", "id")[: batch_limit - 1]
-            )
-        batch = [own, *mates]
-        return [
-            services.ai_result_start(
-                result=result, claimed_by=worker, lease_seconds=lease_seconds(), batch_size=len(batch)
-            )
-            for result in batch
-        ]
+    of the same model) running for this worker, in one short transaction;
+    [] when there is nothing for it to do (services.ai_results_claim)."""
+    return services.ai_results_claim(
+        result_id=result_id, worker=worker, lease_seconds=lease_seconds(), batch_limit=batch_limit
+    )
 
 
 # --- Running ---------------------------------------------------------------------------

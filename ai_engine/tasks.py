@@ -8,8 +8,9 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import task_prerun, worker_ready
 from django.conf import settings
+from django.db import close_old_connections
 
 from ai_engine import jobs
 
@@ -49,6 +50,17 @@ def dispatch_pending() -> dict[str, int]:
     if sweep.queued_images or sweep.dispatched or sweep.waiting:
         logger.info("AI sweep: %s", sweep)
     return {"queued_images": sweep.queued_images, "dispatched": sweep.dispatched, "waiting": sweep.waiting}
+
+
+@task_prerun.connect(dispatch_uid="ai-engine-fresh-enough-connection")
+def _drop_unusable_connections(task: Any = None, **kwargs: Any) -> None:
+    """As Django does before each request: a connection that failed (the
+    database restarted) or outlived DB_CONN_MAX_AGE is closed and reopened on
+    use. The others are reused (CELERY_DB_REUSE_MAX). A task run eagerly, in
+    the caller's process, leaves the caller's connection alone."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    close_old_connections()
 
 
 @worker_ready.connect(dispatch_uid="ai-engine-sweep-on-worker-start")

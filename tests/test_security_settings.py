@@ -101,4 +101,4 @@ def test_it_uses_postgresql_when_database_url_is_set_and_sqlite_otherwise():
 def test_it_takes_the_celery_broker_from_the_environment():
     code = "from config.celery import app; print(app.conf.broker_url)"
     assert _run_python(code, CELERY_BROKER_URL="redis://127.0.0.1:6379/5").stdout.strip() == "redis://127.0.0.1:6379/5"
-    assert _run_python(code).stdout.strip() == "filesystem://"
+    assert _run_python(code).stdout.strip() == "filesystem://localhost/"

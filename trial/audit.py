@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from trial.actors import Actor
 from trial.models import AuditChainHead, AuditEvent, ScreeningEntry, Site, Trial
-from trial.statements import Statement, execute_together, quoted_table
+from trial.statements import Statement, execute_together, insert_statement, quoted_table
 
 GENESIS_HASH = "0" * 64
 
@@ -120,10 +120,14 @@ def record(
         after=after,
         reason=reason,
     )
-    sequence, previous_hash = advance_chain_head()
+    sequence, previous_hash, event_key = _advance_chain_head_reserving_a_key()
     seal_event(event, sequence=sequence, previous_hash=previous_hash)
-    event.save(force_insert=True)
-    execute_together([head_update_statement(event)])
+    if event_key is None:  # SQLite assigns the key on insert
+        event.save(force_insert=True)
+        execute_together([head_update_statement(event)])
+    else:  # PostgreSQL: the event and the new head in one round trip
+        event.pk = event_key
+        execute_together([insert_statement(event), head_update_statement(event)])
     return event
 
 
@@ -191,6 +195,24 @@ def advance_chain_head() -> tuple[int, str]:
             cursor.execute(statement)
             row = cursor.fetchone()
     return int(row[0]), str(row[1])
+
+
+def _advance_chain_head_reserving_a_key() -> tuple[int, str, int | None]:
+    """advance_chain_head, and on PostgreSQL the next audit event key from
+    its sequence in the same statement (None elsewhere)."""
+    if connection.vendor != "postgresql":
+        return (*advance_chain_head(), None)
+    statement = (
+        f"UPDATE {quoted_table(AuditChainHead)} SET last_sequence = last_sequence + 1 "  # noqa: S608
+        "WHERE id = 1 RETURNING last_sequence, last_hash, nextval(pg_get_serial_sequence(%s, %s))"
+    )
+    params = [AuditEvent._meta.db_table, AuditEvent._meta.pk.column]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        row = cursor.fetchone()
+    if row is None:  # the very first event of a database
+        return (*advance_chain_head(), None)
+    return int(row[0]), str(row[1]), int(row[2])
 
 
 @dataclass(frozen=True)

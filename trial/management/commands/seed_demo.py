@@ -1,8 +1,11 @@
 """Load the demo trial: three sites, a user for every role, a stratified
 permuted-block randomization scheme, the shipped (synthetic) thyroid and
 colposcopy models deployed before recruitment opens, and a few dozen people in every state of
-the enrollment flow (enrolled participants randomized). Idempotent: a second run
-changes nothing and prints the logins again.
+the enrollment flow (enrolled participants randomized), and a few images for
+the AI second opinion: the real ultrasound files pydicom ships for thyroid
+participants and synthetic colposcopy photographs for cervical ones. Their AI
+jobs wait on the broker until a worker runs (`manage.py demo_server` starts
+one). Idempotent: a second run changes nothing and prints the logins again.
 
 All data are invented. Every write goes through the services, acted by the
 demo users themselves, so the audit trail reads as a real one would.
@@ -11,17 +14,26 @@ demo users themselves, so the audit trail reads as a real one would.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 import random
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image as PILImage
+from pydicom.data import get_testdata_file
 
 from ai_engine import services as ai_services
 from ai_engine.checkpoint import file_sha256
 from ai_engine.models import ModelVersion
+from ai_engine.synthetic import colposcopy_frame
+from imaging import services as imaging_services
+from imaging.models import Image, ImageStatus
 from randomization import services as randomization_services
 from trial import services
 from trial.actors import Actor
@@ -29,6 +41,7 @@ from trial.models import (
     Bethesda,
     CervicalHistology,
     Indication,
+    Participant,
     ReferenceKind,
     Role,
     ScreeningEntry,
@@ -107,10 +120,15 @@ DEMO_USERS = [
 ]
 
 PARTICIPANTS_PER_SITE = 20
+# Real ultrasound recordings pydicom ships (single frame, palette colour,
+# JPEG 2000, a 30-frame cine loop), one per thyroid participant.
+DEMO_ULTRASOUND = ["examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm", "examples_jpeg2k.dcm"]
+# Synthetic colposcopy photographs (seed, side in pixels), one per cervical participant.
+DEMO_COLPOSCOPY = [(1, 256), (2, 256)]
 
 
 class Command(BaseCommand):
-    help = "Load the demo trial (idempotent) and print one login per role."
+    help = "Load the demo trial and its images (idempotent) and print one login per role."
 
     def handle(self, *args: Any, **options: Any) -> None:
         if Trial.objects.filter(code=TRIAL_CODE).exists():
@@ -119,6 +137,7 @@ class Command(BaseCommand):
             with transaction.atomic():
                 self._load()
             self.stdout.write(self.style.SUCCESS(f"Demo trial {TRIAL_CODE} loaded."))
+        self._add_images(Trial.objects.get(code=TRIAL_CODE))
         self._print_logins()
 
     def _print_logins(self) -> None:
@@ -191,6 +210,45 @@ class Command(BaseCommand):
         for code, site in sites.items():
             for index in range(PARTICIPANTS_PER_SITE):
                 self._one_person(rng, site, coordinators[code], users["pathologist"], index, today)
+
+    def _add_images(self, trial: Trial) -> None:
+        """Upload the demo images (unless they already are), each as its
+        participant's site coordinator, through the same service as the web
+        upload; accepting one queues its AI job once the upload commits."""
+        files = {Indication.THYROID: _ultrasound_files(), Indication.CERVICAL: _colposcopy_photos()}
+        coordinators = {
+            site: get_user_model().objects.get(username=username)
+            for username, role, site, _ in DEMO_USERS
+            if role == Role.COORDINATOR
+        }
+        added = present = 0
+        for indication, named in files.items():
+            participants = _image_candidates(trial, indication)
+            if len(participants) < len(named):
+                raise CommandError(
+                    f"The demo trial has {len(participants)} randomized {indication} participants still in follow-up; "
+                    f"{len(named)} are needed for the demo images."
+                )
+            for participant, (name, data) in zip(participants, named, strict=False):
+                if (
+                    Image.objects.filter(source_sha256=hashlib.sha256(data).hexdigest())
+                    .exclude(status=ImageStatus.REJECTED)
+                    .exists()
+                ):
+                    present += 1
+                    continue
+                actor = Actor.for_user(coordinators[participant.site.code], label="seed_demo")
+                with transaction.atomic():
+                    outcome = imaging_services.image_upload(actor=actor, participant=participant, name=name, data=data)
+                    if outcome.status != imaging_services.ACCEPTED:
+                        raise CommandError(
+                            f"The demo image {name} for {participant} was not accepted: {outcome.reason}"
+                        )
+                added += 1
+        if added:
+            self.stdout.write(f"Demo images: {added} uploaded; their AI results are processed once a worker runs.")
+        else:
+            self.stdout.write(f"Demo images: all {present} already uploaded.")
 
     def _deploy_shipped_model(self, system: Actor, admin: Actor, trial: Trial) -> None:
         """Register the shipped checkpoints (unless they already are) and deploy
@@ -341,3 +399,41 @@ class Command(BaseCommand):
                 tnm_n="N0a",
                 tnm_m="M0",
             )
+
+
+def _image_candidates(trial: Trial, indication: str) -> list[Participant]:
+    """Randomized participants of an indication who still accept images and
+    AI processing, in study id order (the same ones on every run)."""
+    return list(
+        Participant.objects.filter(
+            trial=trial,
+            screening__indication=indication,
+            allocation__isnull=False,
+            follow_up_stopped=False,
+            ai_processing_stopped=False,
+            data_withdrawn=False,
+        )
+        .select_related("site")
+        .order_by("study_id")
+    )
+
+
+def _ultrasound_files() -> list[tuple[str, bytes]]:
+    files = []
+    for name in DEMO_ULTRASOUND:
+        path = get_testdata_file(name)
+        if path is None:
+            raise CommandError(f"pydicom's test file {name} is missing from this installation.")
+        files.append((name, Path(path).read_bytes()))
+    return files
+
+
+def _colposcopy_photos() -> list[tuple[str, bytes]]:
+    """Synthetic photographs, the same bytes on every run (seeded)."""
+    photos = []
+    for seed, size in DEMO_COLPOSCOPY:
+        frame = colposcopy_frame(np.random.default_rng(seed), size)
+        buffer = io.BytesIO()
+        PILImage.fromarray(frame.image).save(buffer, format="PNG")
+        photos.append((f"synthetic-colposcopy-{seed}.png", buffer.getvalue()))
+    return photos
