@@ -6,8 +6,9 @@ from typing import Any
 import pytest
 from django.test import TransactionTestCase
 
-# Fixtures for tests with real Celery workers and a real Redis broker.
-pytest_plugins = ["tests.celery_worker"]
+# Fixtures for tests with real Celery workers and a real Redis broker, and
+# the AI tests' shared engine, outcomes and second checkpoint.
+pytest_plugins = ["tests.celery_worker", "tests.ai_fixtures"]
 
 _original_fixture_teardown = TransactionTestCase._fixture_teardown
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 from collections.abc import Iterable
 
 import highdicom
@@ -80,7 +81,31 @@ def dicom_segmentation(
     binary_mask = _binary_mask(mask, (int(source.Rows), int(source.Columns)), "the source image")
     stand_in = _single_frame_stand_in(source)
 
-    segmentation = highdicom.seg.Segmentation(
+    with warnings.catch_warnings():
+        # The de-identified Patient's Name is the study id (C01-0042), one
+        # name component on purpose; highdicom warns about each one.
+        warnings.filterwarnings(
+            "ignore", message=".*unlikely to represent the intended person name", category=UserWarning
+        )
+        segmentation = _segmentation(
+            stand_in, binary_mask, label, model_name, model_version, model_sha256, series_number, instance_number
+        )
+    if number_of_frames > 1:
+        _point_at_cine_frame(segmentation, source, judged_frame)
+    return segmentation
+
+
+def _segmentation(
+    stand_in: pydicom.Dataset,
+    binary_mask: np.ndarray,
+    label: str,
+    model_name: str,
+    model_version: str,
+    model_sha256: str,
+    series_number: int,
+    instance_number: int,
+) -> highdicom.seg.Segmentation:
+    return highdicom.seg.Segmentation(
         source_images=[stand_in],
         pixel_array=binary_mask[np.newaxis],
         segmentation_type=highdicom.seg.SegmentationTypeValues.BINARY,
@@ -97,9 +122,6 @@ def dicom_segmentation(
         # An empty mask ("nothing found") is a result too: keep its frame.
         omit_empty_frames=False,
     )
-    if number_of_frames > 1:
-        _point_at_cine_frame(segmentation, source, judged_frame)
-    return segmentation
 
 
 def dicom_bytes(dataset: pydicom.Dataset) -> bytes:

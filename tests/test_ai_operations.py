@@ -9,14 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import count
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -24,9 +22,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ai_engine import operations, services
-from ai_engine.inference import InferenceEngine, InferenceInput, InferenceResult
+from ai_engine.inference import InferenceResult
 from ai_engine.models import AiResult, AiResultStatus, ModelVersion
-from ai_engine.synthetic import thyroid_frame
 from ai_engine.tasks import run_inference
 from imaging import services as imaging_services
 from imaging.models import Image, ImageKind, ImageStatus, ImagingStudy
@@ -34,7 +31,6 @@ from randomization.models import Allocation, Arm
 from tests.celery_worker import publishing_to
 from tests.conftest import SYSTEM, actor_for, api_client, login
 from tests.imaging_files import other_trial_participant, randomized, ultrasound_dicom
-from tests.torch_threads import one_torch_thread
 from trial import services as trial_services
 from trial.errors import RuleViolation
 from trial.models import Indication, Participant, Role, Site, Trial
@@ -733,28 +729,6 @@ def test_a_site_scoped_admin_sees_only_their_sites(
 
 
 # --- Real outcomes, both arms -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[InferenceEngine]:
-    torch.manual_seed(0)
-    with one_torch_thread():
-        yield InferenceEngine(services.SHIPPED_CHECKPOINT, device="cpu", max_batch=1)
-
-
-@pytest.fixture(scope="module")
-def found(engine: InferenceEngine) -> InferenceResult:
-    frame = thyroid_frame(np.random.default_rng(3), 128)
-    [outcome] = engine.run([InferenceInput("nodule", frame.image, "ultrasound", (0.1, 0.2))])
-    assert outcome.status == "done" and outcome.measurements["lesion_count"] >= 1
-    return outcome
-
-
-@pytest.fixture(scope="module")
-def abstained(engine: InferenceEngine) -> InferenceResult:
-    [outcome] = engine.run([InferenceInput("blank", np.zeros((128, 128), np.uint8), "ultrasound")])
-    assert outcome.status == "abstained"
-    return outcome
 
 
 def test_real_outcomes_of_both_arms_show_without_the_arm(

@@ -30,7 +30,6 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from ai_engine import jobs, selectors, services, tasks
-from ai_engine.checkpoint import load_checkpoint, save_checkpoint
 from ai_engine.models import AiResult, AiResultStatus, ModelVersion
 from ai_engine.synthetic import colposcopy_frame, thyroid_frame
 from config.celery import app as celery_app
@@ -169,24 +168,6 @@ def cervical_model(recruiting: Trial, users: dict[str, Any]) -> ModelVersion:
         version="1.0",
         indication="cervical",
     )
-
-
-@pytest.fixture(scope="session")
-def retrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second thyroid checkpoint (the shipped weights, other metrics): another sha256."""
-    torch.manual_seed(0)
-    checkpoint = load_checkpoint(services.SHIPPED_CHECKPOINTS["thyroid"])
-    path = tmp_path_factory.mktemp("retrained") / "combined-thyroid-retrained.pt"
-    save_checkpoint(
-        path,
-        model=checkpoint.build_model(),
-        architecture=checkpoint.architecture,
-        training={**checkpoint.training, "note": "retrained"},
-        metrics={**checkpoint.metrics, "dice": 0.5},
-        preprocessing=checkpoint.preprocessing,
-        categories=checkpoint.categories,
-    )
-    return path
 
 
 @pytest.fixture

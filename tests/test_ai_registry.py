@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
@@ -19,7 +18,7 @@ from django.core.management.base import CommandError
 from django.db import IntegrityError, transaction
 
 from ai_engine import selectors, services
-from ai_engine.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from ai_engine.checkpoint import file_sha256, load_checkpoint
 from ai_engine.models import ModelStatus, ModelVersion, TrialModel
 from tests.conftest import SYSTEM, actor_for, login
 from trial.errors import Conflict, NotAllowed, RuleViolation
@@ -27,24 +26,6 @@ from trial.models import AuditEvent, Indication, Role, Trial
 
 SHIPPED = services.SHIPPED_CHECKPOINT
 SHIPPED_SHA256 = SHIPPED.with_name(SHIPPED.name + ".sha256").read_text().split()[0]
-
-
-@pytest.fixture(scope="session")
-def retrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second checkpoint (the shipped weights, other metrics): another sha256."""
-    torch.manual_seed(0)
-    checkpoint = load_checkpoint(SHIPPED)
-    path = tmp_path_factory.mktemp("retrained") / "combined-thyroid-retrained.pt"
-    save_checkpoint(
-        path,
-        model=checkpoint.build_model(),
-        architecture=checkpoint.architecture,
-        training={**checkpoint.training, "note": "retrained"},
-        metrics={**checkpoint.metrics, "dice": 0.5},
-        preprocessing=checkpoint.preprocessing,
-        categories=checkpoint.categories,
-    )
-    return path
 
 
 def stored_files() -> list[Path]:

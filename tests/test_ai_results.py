@@ -5,52 +5,27 @@ probability map kept in verified storage, every write audited."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from ai_engine import selectors, services
-from ai_engine.inference import InferenceEngine, InferenceInput, InferenceResult
+from ai_engine.inference import InferenceResult
 from ai_engine.models import AiResult, AiResultStatus, ModelVersion
-from ai_engine.synthetic import thyroid_frame
 from imaging import services as imaging_services
 from imaging.models import Image
 from imaging.storage import StoredFileCorrupt
 from tests.conftest import actor_for
 from tests.imaging_files import randomized, ultrasound_dicom
-from tests.torch_threads import one_torch_thread
 from trial.errors import Conflict, RuleViolation
 from trial.models import AuditEvent, Participant
 
 SIZE = 128
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[InferenceEngine]:
-    torch.manual_seed(0)
-    with one_torch_thread():
-        yield InferenceEngine(services.SHIPPED_CHECKPOINT, device="cpu", max_batch=1)
-
-
-@pytest.fixture(scope="module")
-def found(engine: InferenceEngine) -> InferenceResult:
-    frame = thyroid_frame(np.random.default_rng(3), SIZE)
-    [outcome] = engine.run([InferenceInput("nodule", frame.image, "ultrasound", (0.1, 0.2))])
-    assert outcome.status == "done" and outcome.mask is not None and outcome.mask.any()
-    return outcome
-
-
-@pytest.fixture(scope="module")
-def abstained(engine: InferenceEngine) -> InferenceResult:
-    [outcome] = engine.run([InferenceInput("blank", np.zeros((SIZE, SIZE), np.uint8), "ultrasound")])
-    assert outcome.status == "abstained"
-    return outcome
 
 
 @pytest.fixture
