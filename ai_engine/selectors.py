@@ -1,22 +1,26 @@
 """Reads of the model registry and of the AI results. `active_model_for`
 serves the inference workers (no user involved); the listings carry the
-VIEW_AI_MODELS rule; the AI results carry no permission logic yet."""
+VIEW_AI_MODELS rule; the files of a result (ai_result_file) are for the
+trial admins who manage the AI; the other reads of AI results carry no
+permission logic yet."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from django.db.models import QuerySet
+from django.http import Http404
 from PIL import Image as PILImage
 
-from ai_engine.models import AiResult, ModelVersion, TrialModel
+from ai_engine.models import AiResult, AiResultStatus, ModelVersion, TrialModel
 from imaging import storage
-from imaging.models import Image
+from imaging.models import FileFormat, Image
 from trial.models import Trial
 from trial.permissions import Capability, role_can
-from trial.selectors import memberships_of, require_capability
+from trial.selectors import memberships_of, require_capability, sites_for
 
 
 def active_model_for(*, trial: Trial, indication: str) -> ModelVersion | None:
@@ -79,3 +83,86 @@ def ai_result_probability(result: AiResult) -> np.ndarray:
     data = storage.read_verified(result.probability.name, result.probability_sha256)
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         return np.asarray(archive["probability"], dtype=np.float16)
+
+
+# --- AI output for other software: trial admins only, for now -----------------------
+
+
+@dataclass(frozen=True)
+class ResultFileKind:
+    """One file of an AI result that other software reads."""
+
+    kind: str
+    label: str
+    content_type: str
+    extension: str
+
+
+AI_RESULT_FILE_KINDS: dict[str, ResultFileKind] = {
+    "segmentation": ResultFileKind("segmentation", "DICOM Segmentation", "application/dicom", "dcm"),
+    "overlay": ResultFileKind("overlay", "PNG overlay", "image/png", "png"),
+    "mask": ResultFileKind("mask", "mask PNG", "image/png", "png"),
+}
+
+
+@dataclass(frozen=True)
+class AiResultFile:
+    """A stored file of an AI result, as ai_result_file found it."""
+
+    result: AiResult
+    kind: ResultFileKind
+    name: str
+    sha256: str
+
+    @property
+    def download_name(self) -> str:
+        # No participant identifier: the file may travel to other software.
+        return f"ai-result-{self.result.pk}-{self.kind.kind}.{self.kind.extension}"
+
+
+def ai_result_file(user: Any, pk: int, kind: str) -> AiResultFile:
+    """The stored `kind` file (segmentation, overlay or mask) of an AI result
+    and the sha256 it must match, for a user who administers the AI of the
+    result's trial at the result's site. Other roles are refused outright:
+    who else may see AI output (clinicians by arm, blinded readers never) is
+    the readings' rule, not this one's. PermissionDenied without the
+    capability anywhere; Http404 for an unknown kind or result, a result
+    outside the user's trials or sites, a participant who withdrew their
+    data, or a result without that file."""
+    require_capability(user, Capability.MANAGE_AI_MODELS)
+    file_kind = AI_RESULT_FILE_KINDS.get(kind)
+    if file_kind is None:
+        known = ", ".join(AI_RESULT_FILE_KINDS)
+        raise Http404(f"No such kind of AI output: {kind!r} (one of {known}).")
+    trial_ids = {m.trial_id for m in memberships_of(user) if role_can(m.role, Capability.MANAGE_AI_MODELS)}
+    sites = sites_for(user, Capability.MANAGE_AI_MODELS).values("pk")
+    result = (
+        AiResult.objects.select_related("image__participant", "image__trial", "image__site", "model_version")
+        .filter(pk=pk, image__trial_id__in=trial_ids, image__site_id__in=sites)
+        .first()
+    )
+    if result is None:
+        raise Http404(f"No AI result {pk} among the trials and sites whose AI you administer.")
+    if result.image.participant.data_withdrawn:
+        raise Http404(f"AI result {pk}: the participant withdrew their data; their AI output is not given out.")
+    name = str(getattr(result, kind).name or "")
+    if not name:
+        raise Http404(_missing_file(result, file_kind))
+    return AiResultFile(result=result, kind=file_kind, name=name, sha256=getattr(result, f"{kind}_sha256"))
+
+
+def _missing_file(result: AiResult, kind: ResultFileKind) -> str:
+    """Why a result has no such file, in words."""
+    what = f"AI result {result.pk} has no {kind.label}"
+    if result.status == AiResultStatus.ABSTAINED:
+        return f"{what}: the AI abstained on the image ({result.reason})."
+    if result.status != AiResultStatus.DONE:
+        why = f" ({result.reason})" if result.reason else ""
+        return f"{what}: it is {result.status}{why}; only a finished result has files."
+    if result.export_note:
+        return f"{what}: {result.export_note}"
+    if not (result.segmentation or result.overlay):
+        return f"{what} yet: its exports are still being made."
+    if kind.kind == "segmentation" and result.image.file_format != FileFormat.DICOM:
+        return f"{what}: only DICOM images get a DICOM Segmentation (this one is {result.image.file_format})."
+    return f"{what}."

@@ -1,5 +1,7 @@
 """API shapes of the AI engine: the operations summary (ai_engine.operations)
-as JSON, and the query that asks for it."""
+as JSON, and the query that asks for it. The recent results name the files
+each has, not links: the files are downloaded from the page (session login),
+each download an audit event."""
 
 from __future__ import annotations
 
@@ -134,6 +136,28 @@ class FailureRowSerializer(serializers.Serializer):
     data_withdrawn = serializers.BooleanField()
 
 
+class RecentResultSerializer(serializers.Serializer):
+    result = serializers.IntegerField(source="result_id")
+    image = serializers.IntegerField(source="image_id")
+    study_id = serializers.CharField()
+    site = serializers.CharField(source="site_code")
+    device = serializers.CharField(help_text="Imaging device: manufacturer and model from the study's header")
+    status = serializers.CharField(help_text="done or abstained")
+    reason_code = serializers.CharField(help_text="Why it abstained (the reason's code); empty when done")
+    category = serializers.CharField()
+    category_probability = serializers.FloatField(allow_null=True)
+    lesion_count = serializers.IntegerField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    data_withdrawn = serializers.BooleanField()
+    files = serializers.ListField(
+        child=serializers.ChoiceField(choices=["overlay", "segmentation", "mask"]),
+        help_text=(
+            "The files a trial admin may download from the operations page (/ai/results/<result>/<kind>/); "
+            "none once the participant withdrew their data"
+        ),
+    )
+
+
 class OperationsSerializer(serializers.Serializer):
     trial = serializers.CharField(source="trial.code")
     sites = serializers.SerializerMethodField()
@@ -151,6 +175,7 @@ class OperationsSerializer(serializers.Serializer):
     hosts = HostLoadSerializer(many=True)
     devices = DeviceLoadSerializer(many=True)
     failures = FailureRowSerializer(many=True)
+    recent_results = RecentResultSerializer(many=True)
 
     def get_sites(self, summary: Any) -> list[str]:
         return [site.code for site in summary.sites]

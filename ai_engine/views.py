@@ -1,19 +1,30 @@
-"""HTML pages of the AI engine: the operations view for trial admins.
+"""HTML pages of the AI engine: the operations view for trial admins, and
+the files of an AI result that other software reads (DICOM Segmentation,
+PNG overlay, mask), for the same admins.
 
-Thin, as the other apps' views: ai_engine.operations decides who may see
-which trial and sites and computes every figure; the view validates the
-chosen window and renders.
+Thin, as the other apps' views: ai_engine.operations and ai_engine.selectors
+decide who may see which trial, sites and files and compute every figure;
+the views validate, read, record the download through its service, and
+render or answer with the file.
 """
 
 from __future__ import annotations
 
+import logging
+
 from django import forms
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
-from ai_engine import operations
+from ai_engine import operations, selectors, services
+from imaging import storage
+from trial.actors import Actor
+from trial.errors import NotAllowed
+
+logger = logging.getLogger(__name__)
 
 # The page reloads itself (a meta refresh: the site's CSP allows no inline script).
 REFRESH_SECONDS = 15
@@ -57,5 +68,47 @@ def operations_page(request: HttpRequest, code: str) -> HttpResponse:
         "flag_min_n": operations.FLAG_MIN_N,
         "flag_standard_errors": operations.FLAG_STANDARD_ERRORS,
         "recent_failures": operations.RECENT_FAILURES,
+        "recent_results": operations.RECENT_RESULTS,
     }
     return render(request, "ai_engine/operations.html", context, status=status)
+
+
+INTEGRITY_MESSAGE = (
+    "The stored {label} of AI result {pk} failed its integrity check: it no longer matches the sha256 "
+    "recorded when it was made (altered or damaged), or it could not be read. It is not served; the "
+    "incident is logged for the data manager.\n"
+)
+
+
+@login_required
+@require_GET
+def ai_result_file(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    """One file of an AI result as an attachment, checked against its sha256
+    first; an altered file answers 409 and is never served. Each download
+    is an audit event (who saw AI output, which file, which checkpoint)."""
+    found = selectors.ai_result_file(request.user, pk, kind)
+    try:
+        data = storage.read_verified(found.name, found.sha256)
+    except (storage.StoredFileCorrupt, OSError) as error:
+        logger.error(
+            "Integrity check failed: AI result %s, %s, stored file %s, user %s, request %s: %s",
+            pk,
+            kind,
+            found.name,
+            request.user.get_username(),
+            getattr(request, "request_id", ""),
+            error,
+        )
+        message = INTEGRITY_MESSAGE.format(label=found.kind.label, pk=pk)
+        return HttpResponse(message, status=409, content_type="text/plain; charset=utf-8")
+    try:
+        services.ai_result_download(actor=Actor.from_request(request), result=found.result, kind=kind)
+    except NotAllowed as error:
+        raise PermissionDenied(error.message) from error
+    response = HttpResponse(data, content_type=found.kind.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{found.download_name}"'
+    response["Content-Length"] = str(len(data))
+    response["X-Content-Type-Options"] = "nosniff"
+    # Per-user permissions and an audit event per download: no cache keeps it.
+    response["Cache-Control"] = "private, no-store"
+    return response

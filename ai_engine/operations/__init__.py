@@ -27,6 +27,7 @@ from ai_engine.operations.figures import (
     FLAG_MIN_N,
     FLAG_STANDARD_ERRORS,
     RECENT_FAILURES,
+    RECENT_RESULTS,
     abstention,
     devices,
     drift,
@@ -35,6 +36,7 @@ from ai_engine.operations.figures import (
     latency,
     percentile,
     reason_code,
+    recent_results,
     z_score,
 )
 from ai_engine.operations.records import (
@@ -49,6 +51,7 @@ from ai_engine.operations.records import (
     Latency,
     Operations,
     ReasonCount,
+    RecentResult,
     StatusCount,
 )
 from trial.errors import RuleViolation
@@ -62,6 +65,7 @@ __all__ = [
     "LATENCY_WINDOWS",
     "MAX_WINDOW_DAYS",
     "RECENT_FAILURES",
+    "RECENT_RESULTS",
     "Abstention",
     "BrokerQueue",
     "CategoryCount",
@@ -73,6 +77,7 @@ __all__ = [
     "Latency",
     "Operations",
     "ReasonCount",
+    "RecentResult",
     "StatusCount",
     "broker_queue",
     "operations_summary",
@@ -152,4 +157,5 @@ def operations_summary(
         devices=devices(results, now=now),
         failures=failures(results),
         window_days=window_days,
+        recent_results=recent_results(results),
     )

@@ -25,11 +25,13 @@ from ai_engine.operations.records import (
     HostLoad,
     Latency,
     ReasonCount,
+    RecentResult,
 )
 from trial.models import Site
 
 WORKER_WINDOW = dt.timedelta(hours=1)
 RECENT_FAILURES = 20
+RECENT_RESULTS = 20
 # Drift flag: a cell with at least FLAG_MIN_N results whose rate is more than
 # FLAG_STANDARD_ERRORS binomial standard errors away from the overall rate.
 FLAG_MIN_N = 10
@@ -293,3 +295,74 @@ def failures(results: QuerySet[AiResult]) -> list[FailureRow]:
         )
         for pk, image_id, study_id, site_code, name, version, reason, attempts, finished_at, withdrawn in rows
     ]
+
+
+def recent_results(results: QuerySet[AiResult]) -> list[RecentResult]:
+    """The RECENT_RESULTS most recently finished results judged (done or
+    abstained), in one query; the arm is not read."""
+    rows = (
+        results.filter(status__in=_JUDGED)
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        .values_list(
+            "id",
+            "image_id",
+            "image__participant__study_id",
+            "image__site__code",
+            "image__study__device_manufacturer",
+            "image__study__device_model",
+            "status",
+            "reason",
+            "category",
+            "category_probability",
+            "measurements__lesion_count",
+            "finished_at",
+            "image__participant__data_withdrawn",
+            "overlay",
+            "segmentation",
+            "mask",
+        )[:RECENT_RESULTS]
+    )
+    return [
+        RecentResult(
+            result_id=pk,
+            image_id=image_id,
+            study_id=study_id,
+            site_code=site_code,
+            device=device_label(manufacturer or "", model or ""),
+            status=status,
+            reason_code=reason_code(reason) if status == AiResultStatus.ABSTAINED else "",
+            category=category,
+            category_probability=probability,
+            lesion_count=_whole_number(lesions),
+            finished_at=finished_at,
+            data_withdrawn=withdrawn,
+            has_overlay=bool(overlay),
+            has_segmentation=bool(segmentation),
+            has_mask=bool(mask),
+        )
+        for (
+            pk,
+            image_id,
+            study_id,
+            site_code,
+            manufacturer,
+            model,
+            status,
+            reason,
+            category,
+            probability,
+            lesions,
+            finished_at,
+            withdrawn,
+            overlay,
+            segmentation,
+            mask,
+        ) in rows
+    ]
+
+
+def _whole_number(value: Any) -> int | None:
+    """A count read from JSON: a number, or None (absent, null, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value)

@@ -164,6 +164,36 @@ class FailureRow:
 
 
 @dataclass(frozen=True)
+class RecentResult:
+    """A finished result (done or abstained) and which of its files other
+    software can take; never the participant's arm."""
+
+    result_id: int
+    image_id: int
+    study_id: str
+    site_code: str
+    device: str  # the imaging device: manufacturer and model from the study's header
+    status: str
+    reason_code: str  # abstained only
+    category: str
+    category_probability: float | None
+    lesion_count: int | None
+    finished_at: dt.datetime | None
+    data_withdrawn: bool
+    has_overlay: bool
+    has_segmentation: bool
+    has_mask: bool
+
+    @property
+    def files(self) -> list[str]:
+        """The kinds of file that can be downloaded (none once the data were withdrawn)."""
+        if self.data_withdrawn:
+            return []
+        present = {"overlay": self.has_overlay, "segmentation": self.has_segmentation, "mask": self.has_mask}
+        return [kind for kind, there in present.items() if there]
+
+
+@dataclass(frozen=True)
 class Operations:
     trial: Trial
     sites: list[Site]
@@ -180,6 +210,7 @@ class Operations:
     devices: list[DeviceLoad]
     failures: list[FailureRow]
     window_days: int | None
+    recent_results: list[RecentResult]
 
     @property
     def total(self) -> int:

@@ -1,0 +1,63 @@
+"""Every write of the AI engine, each checking its rules and recording an
+audit event in the same transaction: the model registry (registry.py) and
+the AI results (results.py). Callers use this package's names."""
+
+from ai_engine.services.registry import (
+    MODEL_CARD_NAME,
+    SHIPPED_CHECKPOINT,
+    SHIPPED_CHECKPOINTS,
+    WEIGHTS_DIR,
+    discard_files,
+    discard_unregistered_checkpoint,
+    model_activate,
+    model_register,
+    model_retire,
+    stored_name,
+    stored_path,
+)
+from ai_engine.services.results import (
+    AI_ENGINE,
+    RESULT_FOLDER,
+    Exports,
+    ai_result_attach_exports,
+    ai_result_download,
+    ai_result_fail,
+    ai_result_queue,
+    ai_result_release,
+    ai_result_start,
+    ai_result_store,
+    ai_results_cancel,
+    ai_results_claim,
+    ai_results_mark_dispatched,
+    claimer_alive,
+    exports_pending,
+)
+
+__all__ = [
+    "AI_ENGINE",
+    "MODEL_CARD_NAME",
+    "RESULT_FOLDER",
+    "SHIPPED_CHECKPOINT",
+    "SHIPPED_CHECKPOINTS",
+    "WEIGHTS_DIR",
+    "Exports",
+    "ai_result_attach_exports",
+    "ai_result_download",
+    "ai_result_fail",
+    "ai_result_queue",
+    "ai_result_release",
+    "ai_result_start",
+    "ai_result_store",
+    "ai_results_cancel",
+    "ai_results_claim",
+    "ai_results_mark_dispatched",
+    "claimer_alive",
+    "discard_files",
+    "discard_unregistered_checkpoint",
+    "exports_pending",
+    "model_activate",
+    "model_register",
+    "model_retire",
+    "stored_name",
+    "stored_path",
+]
