@@ -59,6 +59,7 @@ from ai_engine.inference import InferenceEngine, InferenceInput, InferenceResult
 from ai_engine.inference.records import STATUS_DONE, InferenceError
 from ai_engine.models import AiResult, AiResultStatus, ModelVersion, TrialModel
 from ai_engine.selectors import active_model_for, ai_result_mask
+from ai_engine.services import claimer_alive
 from imaging import storage
 from imaging.models import FileFormat, Image, ImageKind, ImageStatus
 from imaging.pipeline import dicom, photo
@@ -84,7 +85,7 @@ def lease_seconds() -> float:
 
 
 def max_batch() -> int:
-    return max(1, int(getattr(settings, "AI_INFERENCE_MAX_BATCH", 8)))
+    return max(1, int(getattr(settings, "AI_INFERENCE_MAX_BATCH", 4)))
 
 
 def worker_identity() -> str:
@@ -217,6 +218,16 @@ def claim(result_id: int, *, worker: str, batch_limit: int) -> list[AiResult]:
     """Mark the job's result (and up to batch_limit − 1 other queued results
     of the same model) running for this worker, in one short transaction;
     [] when there is nothing for it to do (services.ai_results_claim)."""
+    # A job delivered after its result was finished (by a micro-batch of
+    # another job, or before a redelivery) ends here, on one light read: a
+    # settled result never changes again, and one running in a live worker
+    # is left to it, as the claim under lock would.
+    state = AiResult.objects.filter(pk=result_id).values("status", "claimed_by", "lease_expires_at").first()
+    if state is None or state["status"] not in (AiResultStatus.QUEUED, AiResultStatus.RUNNING):
+        return []
+    running = AiResult(claimed_by=state["claimed_by"], lease_expires_at=state["lease_expires_at"])
+    if state["status"] == AiResultStatus.RUNNING and state["claimed_by"] != worker and claimer_alive(running):
+        return []
     return services.ai_results_claim(
         result_id=result_id, worker=worker, lease_seconds=lease_seconds(), batch_limit=batch_limit
     )

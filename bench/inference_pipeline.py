@@ -33,7 +33,7 @@ Throughput under backlog: --backlog images are uploaded while no worker
 runs, then workers start and drain the queue; images/s = images / (last
 finished − first started). Configurations: 1 worker process × --cores
 threads and --cores processes × 1 thread, each with micro-batching off
-(AI_INFERENCE_MAX_BATCH=1) and on (8).
+(AI_INFERENCE_MAX_BATCH=1) and on (--max-batch, 4).
 
 The last line is one JSON object with every figure. A benchmark, not a test:
 it asserts nothing.
@@ -72,6 +72,7 @@ def parse_arguments() -> argparse.Namespace:
         "--cores", type=int, default=os.cpu_count() or 1, help="CPU cores to use (threads × processes)."
     )
     parser.add_argument("--warm-up", type=int, default=3, help="Images processed before timing starts.")
+    parser.add_argument("--max-batch", type=int, default=4, help="Micro-batch size of the batched configurations.")
     parser.add_argument(
         "--latency-threads",
         type=int,
@@ -216,7 +217,7 @@ def latency_phase(bench: Bench, images: int, warm_up: int, threads: int) -> dict
     from config.workers import stop_worker
     from trial.models import AuditEvent
 
-    worker = bench.worker(processes=1, threads=threads, batch=8, name="latency")
+    worker = bench.worker(processes=1, threads=threads, batch=bench.arguments.max_batch, name="latency")
     upload_ms: list[float] = []
     pipeline_ms: list[float] = []
     total_ms: list[float] = []
@@ -394,9 +395,10 @@ def main() -> None:
             flush=True,
         )
 
-        configurations = [(1, cores, 1), (1, cores, 8)]
+        batch = arguments.max_batch
+        configurations = [(1, cores, 1), (1, cores, batch)]
         if cores > 1:
-            configurations += [(cores, 1, 1), (cores, 1, 8)]
+            configurations += [(cores, 1, 1), (cores, 1, batch)]
         figures["throughput"] = []
         for processes, threads, batch in configurations:
             print(
