@@ -6,8 +6,8 @@ Delivery is at least once; the result is exactly once:
 * **The row is the outbox.** Accepting an image creates its AI result,
   queued, for the trial's active model (`queue_image`), then hands a job to
   the broker. When the broker is down the row stays with no `dispatched_at`
-  and the sweeper (`dispatch_pending`, run by Celery beat and when a worker
-  starts) sends it once the broker answers. The sweeper also re-sends jobs a
+  and the sweeper (`dispatch_pending`, run by Celery beat every 30 s) sends
+  it once the broker answers. The sweeper also re-sends jobs a
   broker lost (queued long after dispatch), takes back work whose worker
   died on another machine (lease ended), and queues images whose
   acceptance signal was lost, and makes the exports (DICOM Segmentation,

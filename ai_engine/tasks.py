@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from celery.signals import task_prerun, worker_ready
+from celery.signals import task_prerun
 from django.conf import settings
 from django.db import close_old_connections
 
@@ -45,7 +45,9 @@ def run_inference(self: Any, result_id: int) -> int:
 
 @shared_task(name="ai_engine.dispatch_pending", queue=INFERENCE_QUEUE, ignore_result=True)
 def dispatch_pending() -> dict[str, int]:
-    """The outbox sweeper (Celery beat runs it; a worker runs it when it starts)."""
+    """The outbox sweeper, run by Celery beat every 30 s. (Not when a worker
+    starts: publishing from a starting worker was seen to leave its first job
+    received but never handed to a pool process.)"""
     sweep = jobs.dispatch_pending()
     if sweep.queued_images or sweep.dispatched or sweep.waiting:
         logger.info("AI sweep: %s", sweep)
@@ -61,12 +63,3 @@ def _drop_unusable_connections(task: Any = None, **kwargs: Any) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     close_old_connections()
-
-
-@worker_ready.connect(dispatch_uid="ai-engine-sweep-on-worker-start")
-def _sweep_when_a_worker_starts(sender: Any = None, **kwargs: Any) -> None:
-    """Jobs that waited for the broker or for a worker go out as soon as one starts."""
-    try:
-        dispatch_pending.apply_async(retry=False)
-    except Exception as error:  # the worker runs anyway; beat sweeps later
-        logger.warning("Could not send the start-up AI sweep: %s", error)

@@ -936,12 +936,6 @@ def test_the_sweeper_never_queues_images_of_withdrawn_participants(
     assert AiResult.objects.count() == 1
 
 
-def test_a_starting_worker_asks_for_a_sweep(db: Any) -> None:
-    tasks._sweep_when_a_worker_starts()
-
-    assert drain() == [("ai_engine.dispatch_pending", [])]
-
-
 # --- Device -------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from PIL import Image as PILImage
 from pydicom.data import get_testdata_file
 
-from ai_engine import services
+from ai_engine import jobs, services
 from ai_engine.models import AiResult, AiResultStatus, ModelVersion
 from config.workers import pool_process_ids
 from imaging import services as imaging_services
@@ -187,8 +187,9 @@ def test_a_job_published_while_the_broker_is_down_is_delivered_when_it_is_back(
         assert upload_seconds < 30  # the upload did not wait for the broker indefinitely
 
         own_redis.start()
-        # A worker that starts sweeps the outbox: the job goes out now.
         worker = start_celery_worker(own_redis.url)
+        # The sweeper, as Celery beat runs it, sends what waited in the outbox.
+        assert jobs.dispatch_pending().dispatched == 1
         [finished] = wait_until(lambda: finished_results(1), timeout=90, what="the delayed job", worker=worker)
     assert finished.pk == result.pk and finished.status in FINISHED
     assert finished.dispatched_at is not None
