@@ -1,11 +1,15 @@
 """Fixtures shared by the AI tests (a plugin, see the root conftest.py): an
 engine on the shipped thyroid checkpoint, one outcome that found a nodule
-and one that abstained, and a second checkpoint with another sha256."""
+and one that abstained, a second checkpoint with another sha256; and
+`make_images`, image rows for tests that need many results, not pixels."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from itertools import count
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from ai_engine import services
 from ai_engine.checkpoint import load_checkpoint, save_checkpoint
 from ai_engine.inference import InferenceEngine, InferenceInput, InferenceResult
 from ai_engine.synthetic import thyroid_frame
+from imaging.models import Image, ImageKind, ImageStatus, ImagingStudy
 from tests.torch_threads import one_torch_thread
 
 OUTCOME_SIZE = 128
@@ -59,3 +64,34 @@ def retrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         categories=checkpoint.categories,
     )
     return path
+
+
+_unique = count()
+
+
+def make_images(participant: Any, how_many: int, *, device: tuple[str, str] | None, uploader: Any) -> list[Image]:
+    """Accepted images of a participant (rows only: the figures here need
+    many results, not pixels), in a study naming `device`, or in none."""
+    study = None
+    if device is not None:
+        study = ImagingStudy.objects.create(
+            participant=participant,
+            trial_id=participant.trial_id,
+            site_id=participant.site_id,
+            kind=ImageKind.ULTRASOUND,
+            device_manufacturer=device[0],
+            device_model=device[1],
+        )
+    return Image.objects.bulk_create(
+        Image(
+            study=study,
+            participant=participant,
+            trial_id=participant.trial_id,
+            site_id=participant.site_id,
+            status=ImageStatus.ACCEPTED,
+            kind=ImageKind.ULTRASOUND,
+            source_sha256=hashlib.sha256(f"image-{next(_unique)}".encode()).hexdigest(),
+            uploaded_by=uploader,
+        )
+        for _ in range(how_many)
+    )

@@ -38,8 +38,9 @@ from ai_engine.models import AiResult, AiResultStatus, ModelVersion
 from ai_engine.synthetic import colposcopy_frame
 from imaging import services as imaging_services
 from imaging import storage
-from imaging.models import Image, ImageKind, ImageStatus, ImagingStudy
+from imaging.models import Image
 from randomization.models import Allocation, Arm
+from tests.ai_fixtures import make_images
 from tests.conftest import actor_for, api_client, login
 from tests.imaging_files import other_trial_participant, randomized, ultrasound_dicom
 from trial.audit import verify_chain
@@ -463,33 +464,11 @@ def test_the_api_names_the_files_of_the_recent_results(done_dicom: AiResult, use
 
 # --- A constant number of queries -------------------------------------------------------
 
-_unique = count()
-
 
 def rows_only(participant: Participant, uploader: Any, model_version: ModelVersion, how_many: int) -> list[AiResult]:
     """Finished results as rows only (the table reads names, not files),
     on images of a study naming a device, one minute apart."""
-    study = ImagingStudy.objects.create(
-        participant=participant,
-        trial_id=participant.trial_id,
-        site_id=participant.site_id,
-        kind=ImageKind.ULTRASOUND,
-        device_manufacturer="Acme",
-        device_model="US-1",
-    )
-    images = Image.objects.bulk_create(
-        Image(
-            study=study,
-            participant=participant,
-            trial_id=participant.trial_id,
-            site_id=participant.site_id,
-            status=ImageStatus.ACCEPTED,
-            kind=ImageKind.ULTRASOUND,
-            source_sha256=hashlib.sha256(f"image-{next(_unique)}".encode()).hexdigest(),
-            uploaded_by=uploader,
-        )
-        for _ in range(how_many)
-    )
+    images = make_images(participant, how_many, device=("Acme", "US-1"), uploader=uploader)
     now = timezone.now()
     return AiResult.objects.bulk_create(
         AiResult(

@@ -7,10 +7,8 @@ it, each within their sites; the randomization arm never appears."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Callable
-from itertools import count
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,8 +24,9 @@ from ai_engine.inference import InferenceResult
 from ai_engine.models import AiResult, AiResultStatus, ModelVersion
 from ai_engine.tasks import run_inference
 from imaging import services as imaging_services
-from imaging.models import Image, ImageKind, ImageStatus, ImagingStudy
+from imaging.models import Image
 from randomization.models import Allocation, Arm
+from tests.ai_fixtures import make_images
 from tests.celery_worker import publishing_to
 from tests.conftest import SYSTEM, actor_for, api_client, login
 from tests.imaging_files import other_trial_participant, randomized, ultrasound_dicom
@@ -37,7 +36,6 @@ from trial.models import Indication, Participant, Role, Site, Trial
 
 UTC = dt.UTC
 ARM_TEXTS = [Arm.AI_ASSISTED.label, Arm.SPECIALIST_ONLY.label, Arm.AI_ASSISTED.value, Arm.SPECIALIST_ONLY.value]
-_unique = count()
 
 
 def page_url(code: str = "CONSILIUM") -> str:
@@ -55,36 +53,6 @@ def model_version(db: Any) -> ModelVersion:
         name="combined-thyroid-synthetic",
         version="1.0",
         indication="thyroid",
-    )
-
-
-def make_images(
-    participant: Participant, how_many: int, *, device: tuple[str, str] | None, uploader: Any
-) -> list[Image]:
-    """Accepted images of a participant (rows only: the figures here need
-    many results, not pixels), in a study naming `device`, or in none."""
-    study = None
-    if device is not None:
-        study = ImagingStudy.objects.create(
-            participant=participant,
-            trial_id=participant.trial_id,
-            site_id=participant.site_id,
-            kind=ImageKind.ULTRASOUND,
-            device_manufacturer=device[0],
-            device_model=device[1],
-        )
-    return Image.objects.bulk_create(
-        Image(
-            study=study,
-            participant=participant,
-            trial_id=participant.trial_id,
-            site_id=participant.site_id,
-            status=ImageStatus.ACCEPTED,
-            kind=ImageKind.ULTRASOUND,
-            source_sha256=hashlib.sha256(f"image-{next(_unique)}".encode()).hexdigest(),
-            uploaded_by=uploader,
-        )
-        for _ in range(how_many)
     )
 
 
