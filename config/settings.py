@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "randomization",
     "imaging",
     "ai_engine",
+    "readings",
 ]
 
 MIDDLEWARE = [

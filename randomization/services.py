@@ -30,6 +30,7 @@ from randomization.models import (
     StratumSequence,
     Unblinding,
 )
+from randomization.signals import participant_randomized
 from trial import audit
 from trial.actors import Actor
 from trial.errors import Conflict, RuleViolation
@@ -484,6 +485,7 @@ def participant_randomize(*, actor: Actor, participant: Participant) -> Randomiz
         execute_together([*statements, audit.head_update_statement(event)])
     except IntegrityError as error:  # pragma: no cover - the locks above make this unreachable
         raise Conflict(f"{participant.study_id} was randomized by a concurrent request.") from error
+    participant_randomized.send(sender=Allocation, allocation=allocation)
     return RandomizationResult(allocation, True, warnings)
 
 

@@ -3,10 +3,14 @@ and its seed committed, in the same transaction as the status change."""
 
 from typing import Any
 
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from randomization.models import RandomizationScheme, SchemeStatus
 from trial.signals import recruitment_opened
+
+# Sent by services.participant_randomize inside its transaction when a new
+# allocation is made (not for a repeated request). Arguments: allocation.
+participant_randomized = Signal()
 
 
 @receiver(recruitment_opened, dispatch_uid="randomization-activate-on-recruitment")

@@ -36,6 +36,10 @@ class Capability(StrEnum):
     EXPORT_IMAGES = "export_images"
     VIEW_AI_MODELS = "view_ai_models"
     MANAGE_AI_MODELS = "manage_ai_models"
+    READ_CLINICAL = "read_clinical"
+    READ_PANEL = "read_panel"
+    VIEW_READS = "view_reads"
+    CONFIGURE_READINGS = "configure_readings"
 
 
 _READ_ENROLLMENT = {Capability.VIEW_RECRUITMENT, Capability.VIEW_PARTICIPANTS}
@@ -63,9 +67,10 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
     # Clinical readers see their site's participants and arms (the AI second
     # opinion is shown in one arm only) but not the reference standard:
     # knowing the histology would bias the clinical read.
-    Role.CLINICIAN_READER: frozenset(_READ_ENROLLMENT | _SEE_ARMS | {Capability.VIEW_IMAGES}),
-    # The independent panel sees nothing of enrollment: only its worklist.
-    Role.BLINDED_READER: frozenset(),
+    Role.CLINICIAN_READER: frozenset(_READ_ENROLLMENT | _SEE_ARMS | {Capability.VIEW_IMAGES, Capability.READ_CLINICAL}),
+    # The independent panel sees nothing of enrollment: only its worklist
+    # (readings.selectors decide what a panel case shows: images, nothing else).
+    Role.BLINDED_READER: frozenset({Capability.READ_PANEL}),
     # Reference assessors stay blind to the arm.
     Role.PATHOLOGIST: frozenset(
         _READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD, Capability.RECORD_REFERENCE_STANDARD}
@@ -104,6 +109,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.VIEW_IMAGES,
             Capability.EXPORT_IMAGES,
             Capability.VIEW_AI_MODELS,
+            Capability.VIEW_READS,
         }
     ),
     Role.TRIAL_ADMIN: frozenset(
@@ -119,6 +125,8 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             # Which model produces the AI second opinion (CONSORT-AI 5(i)).
             Capability.VIEW_AI_MODELS,
             Capability.MANAGE_AI_MODELS,
+            Capability.VIEW_READS,
+            Capability.CONFIGURE_READINGS,
         }
     ),
 }

@@ -186,6 +186,10 @@ def reference_result_get(user: Any, participant: Participant, pk: int) -> Refere
 _REFERENCE_OBJECT_TYPE = ReferenceStandardResult._meta.label_lower
 # Events that carry an arm (allocation, unblinding): only for roles that see arms.
 ARM_OBJECT_TYPES = ("randomization.allocation", "randomization.unblinding")
+# Events of AI results and of reading (they reveal the AI output, the arm
+# through the sequential design, and other readers' reads): for the roles
+# that audit the trail only.
+AUDITED_ONLY_OBJECT_TYPES = ("ai_engine.airesult", "readings.readingtask", "readings.read", "readings.aidisplay")
 
 
 def _visible_events(user: Any, events: QuerySet[AuditEvent], *, trial_id: int, site_id: int) -> QuerySet[AuditEvent]:
@@ -193,6 +197,8 @@ def _visible_events(user: Any, events: QuerySet[AuditEvent], *, trial_id: int, s
         events = events.exclude(object_type=_REFERENCE_OBJECT_TYPE)
     if role_for(user, Capability.VIEW_ARM, trial_id=trial_id, site_id=site_id) is None:
         events = events.exclude(object_type__in=ARM_OBJECT_TYPES)
+    if role_for(user, Capability.VIEW_AUDIT, trial_id=trial_id, site_id=site_id) is None:
+        events = events.exclude(object_type__in=AUDITED_ONLY_OBJECT_TYPES)
     return events.order_by("sequence")
 
 

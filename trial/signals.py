@@ -11,3 +11,8 @@ recruitment_opened = Signal()
 # (its own scope, or a withdrawal of data). Arguments: participant, actor,
 # role, reason.
 ai_processing_withdrawn = Signal()
+
+# Sent by services.participant_withdraw when a withdrawal ends new clinical
+# data (stop follow-up, or a withdrawal of data). Arguments: participant,
+# actor, role, reason.
+clinical_data_withdrawn = Signal()

@@ -32,7 +32,7 @@ from trial.services.checks import (
     require_recruiting,
 )
 from trial.services.screening import current_protocol
-from trial.signals import ai_processing_withdrawn
+from trial.signals import ai_processing_withdrawn, clinical_data_withdrawn
 
 
 def _validate_covariates(trial: Trial, indication: str, covariates: dict[str, Any]) -> dict[str, Any]:
@@ -252,4 +252,7 @@ def participant_withdraw(
     if scope in (WithdrawalScope.STOP_AI_PROCESSING, WithdrawalScope.WITHDRAW_DATA):
         # Pending AI work is cancelled in this same transaction.
         ai_processing_withdrawn.send(sender=Participant, participant=participant, actor=actor, role=role, reason=reason)
+    if not participant.accepts_clinical_data:
+        # Open reading tasks are cancelled in this same transaction.
+        clinical_data_withdrawn.send(sender=Participant, participant=participant, actor=actor, role=role, reason=reason)
     return withdrawal
