@@ -69,12 +69,7 @@ def frame_png(image: Image, index: int) -> bytes:
     frames = _frames(image)
     if not 0 <= index < frames.shape[0]:
         raise FrameOutOfRange(f"Frame {index} does not exist; the image has {frames.shape[0]} frame(s).")
-    frame = frames[index]
-    if frame.ndim == 3 and frame.shape[2] == 3:
-        # Grey stored as RGB (all channels equal) is sent as grey.
-        if np.array_equal(frame[..., 0], frame[..., 1]) and np.array_equal(frame[..., 0], frame[..., 2]):
-            frame = frame[..., 0]
-    return _png(np.ascontiguousarray(frame))
+    return _png(np.ascontiguousarray(frames[index]))
 
 
 def _fit(layer: np.ndarray, rows: int, columns: int, resample: PILImage.Resampling) -> np.ndarray:
