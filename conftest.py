@@ -8,7 +8,7 @@ from django.test import TransactionTestCase
 
 # Fixtures for tests with real Celery workers and a real Redis broker, and
 # the AI tests' shared engine, outcomes and second checkpoint.
-pytest_plugins = ["tests.celery_worker", "tests.ai_fixtures", "tests.browser"]
+pytest_plugins = ["tests.celery_worker", "tests.ai_fixtures", "tests.reading_fixtures", "tests.browser"]
 
 _original_fixture_teardown = TransactionTestCase._fixture_teardown
 

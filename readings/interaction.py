@@ -29,7 +29,7 @@ _COLPOSCOPY = {
 _THYROID = {"TR1": NORMAL, "TR2": NORMAL, "TR3": LOW_GRADE, "TR4": HIGH_GRADE, "TR5": HIGH_GRADE}
 
 # Fields that describe the reading session rather than the finding.
-_NOT_FINDINGS = {"time_spent_s"}
+_NOT_FINDINGS = {"time_spent_s", "feature_points"}
 
 
 def read_category(form: str, values: Mapping[str, Any]) -> str | None:
