@@ -111,7 +111,10 @@ DEMO_USERS = [
     ("coordinator-c03", Role.COORDINATOR, "C03", "demo-coordinator-passphrase"),
     ("clinician", Role.CLINICIAN_READER, "C01", "demo-clinician-passphrase"),
     ("clinician-c02", Role.CLINICIAN_READER, "C02", "demo-clinician-passphrase"),
+    ("clinician-c03", Role.CLINICIAN_READER, "C03", "demo-clinician-passphrase"),
+    # The blinded panel: each case is read by two of them (the default policy).
     ("reader", Role.BLINDED_READER, None, "demo-reader-passphrase"),
+    ("reader-2", Role.BLINDED_READER, None, "demo-reader-passphrase"),
     ("pathologist", Role.PATHOLOGIST, None, "demo-pathologist-passphrase"),
     ("statistician", Role.STATISTICIAN_BLINDED, None, "demo-statistician-passphrase"),
     ("unblinded-statistician", Role.STATISTICIAN_UNBLINDED, None, "demo-unblinded-passphrase"),
