@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import count
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image as PILImage
 
@@ -62,6 +64,19 @@ COLPOSCOPY_READ: dict[str, Any] = {
 
 def valid_read(indication: str) -> dict[str, Any]:
     return dict(THYROID_READ if indication == "thyroid" else COLPOSCOPY_READ)
+
+
+_uploads = count(1)
+
+
+def _another_copy(name: str, n: int) -> bytes:
+    """One of pydicom's files with its instance number changed: another
+    file to the upload's duplicate check, the same pixels."""
+    dataset = pydicom.dcmread(io.BytesIO(real_dicom(name)))
+    dataset.InstanceNumber = n
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def colposcopy_png(seed: int = 5, size: int = 256) -> bytes:
@@ -127,9 +142,7 @@ def make_case(
     "photo" a synthetic colposcopy photograph. With ai=True the shipped
     model judges them in-process."""
 
-    def make(
-        arm: str, indication: str = "thyroid", images: tuple[str, ...] | None = None, ai: bool = True
-    ) -> Case:
+    def make(arm: str, indication: str = "thyroid", images: tuple[str, ...] | None = None, ai: bool = True) -> Case:
         if ai:
             _deploy(recruiting, users[Role.TRIAL_ADMIN], indication)
         for _ in range(24):
@@ -140,11 +153,12 @@ def make_case(
         else:  # pragma: no cover - permuted blocks of 2–6 reach both arms
             raise AssertionError(f"no participant reached the {arm} arm")
         kinds = images or (("ybr",) if indication == "thyroid" else ("photo",))
+        n = next(_uploads)
         files = {
-            "ybr": lambda: ("cine.dcm", real_dicom("examples_ybr_color.dcm")),
-            "palette": lambda: ("palette.dcm", real_dicom("examples_palette.dcm")),
-            "grey": lambda: ("grey.dcm", ultrasound_dicom(rows=96, columns=128, monochrome_bits=8, seed=7)),
-            "photo": lambda: ("colposcopy.png", colposcopy_png()),
+            "ybr": lambda: ("cine.dcm", _another_copy("examples_ybr_color.dcm", n)),
+            "palette": lambda: ("palette.dcm", _another_copy("examples_palette.dcm", n)),
+            "grey": lambda: ("grey.dcm", ultrasound_dicom(rows=96, columns=128, monochrome_bits=8, seed=n)),
+            "photo": lambda: ("colposcopy.png", colposcopy_png(seed=n)),
         }
         accepted = []
         for kind in kinds:

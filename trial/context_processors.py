@@ -23,6 +23,8 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             or has_capability(user, Capability.VIEW_BALANCE),
             "unblindings": has_capability(user, Capability.VIEW_UNBLINDINGS),
             "ai_operations": has_capability(user, Capability.MANAGE_AI_MODELS),
+            "reading": has_capability(user, Capability.READ_CLINICAL) or has_capability(user, Capability.READ_PANEL),
+            "reading_oversight": has_capability(user, Capability.VIEW_READS),
         },
         "my_memberships": memberships_of(user),
     }
