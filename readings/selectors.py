@@ -35,8 +35,8 @@ from imaging.models import Image, ImageKind
 from randomization.models import Allocation, Arm
 from readings.models import Phase, Read, ReadingTask, ReadStatus, TaskKind, TaskStatus
 from readings.services import USABLE, current_phase
-from trial.models import Role
-from trial.permissions import Capability
+from trial.models import Role, Trial
+from trial.permissions import Capability, role_can
 from trial.selectors import has_capability, memberships_of, require_capability, role_for, scope_filter
 
 OPEN = (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
@@ -113,24 +113,15 @@ class Worklist:
         return sum(row.overdue for row in self.pending + self.in_progress)
 
 
-def case_label(task: ReadingTask, *, position: int | None = None) -> str:
+def case_label(task: ReadingTask) -> str:
     """The name a reader sees for a case. Clinical readers see the study id;
-    the panel sees a neutral label (their position in their own order)."""
+    the panel sees a neutral label that never changes and means nothing
+    outside the reader's own list (the start of their order key for it)."""
     if task.kind == TaskKind.CLINICAL:
         return task.participant.study_id
     if task.kind == TaskKind.ADJUDICATION:
         return f"Adjudication case {task.pk}"
-    number = position if position is not None else _position(task)
-    return f"Case {number}" + (" (re-read)" if task.rereading_of_id else "")
-
-
-def _position(task: ReadingTask) -> int:
-    return (
-        ReadingTask.objects.filter(
-            assignee_id=task.assignee_id, kind=TaskKind.PANEL, trial_id=task.trial_id, order_key__lt=task.order_key
-        ).count()
-        + 1
-    )
+    return f"Case {task.order_key[:6].upper()}" + (" (re-read)" if task.rereading_of_id else "")
 
 
 def worklist(user: Any, *, done_limit: int = 200) -> Worklist:
@@ -142,14 +133,11 @@ def worklist(user: Any, *, done_limit: int = 200) -> Worklist:
         (t for t in tasks if t.kind == TaskKind.PANEL),
         key=lambda t: t.order_key,
     )
-    positions = {t.pk: index for index, t in enumerate(panel_order, start=1)}
     result = Worklist()
     ordered = panel_order + sorted((t for t in tasks if t.kind != TaskKind.PANEL), key=lambda t: (t.due_at, t.pk))
     for task in ordered:
         phase = Phase.UNAIDED if task.sequential and not task._signed_unaided else Phase.FINAL
-        row = TaskRow(
-            task, case_label(task, position=positions.get(task.pk)), task.is_open and task.due_at < now, phase
-        )
+        row = TaskRow(task, case_label(task), task.is_open and task.due_at < now, phase)
         if task.status == TaskStatus.DONE:
             result.done.append(row)
         elif task.available_from > now:
@@ -173,7 +161,10 @@ def task_get(user: Any, pk: int) -> ReadingTask:
     task = _reader_tasks(user).filter(pk=pk).first()
     if task is not None:
         return task
-    if ReadingTask.objects.filter(_in_scope(user), pk=pk, participant__data_withdrawn=False).exists():
+    other = ReadingTask.objects.filter(_in_scope(user), pk=pk, participant__data_withdrawn=False).first()
+    if other is not None:
+        if other.status == TaskStatus.CANCELLED:
+            raise PermissionDenied("This reading task was cancelled: the participant withdrew.")
         raise PermissionDenied("This reading task is assigned to another reader.")
     raise Http404("No such reading task.")
 
@@ -243,6 +234,43 @@ def read_get(user: Any, task: ReadingTask, pk: int) -> Read:
     if read is None:
         raise Http404("No such read.")
     return read
+
+
+def own_current_read(user: Any, task: ReadingTask, phase: str) -> Read | None:
+    """The reader's current version of one phase of this task (the one a
+    page merges with after a conflict), or None before it is opened."""
+    return Read.objects.filter(task=task, reader=user, phase=phase, current=True).first()
+
+
+@dataclass(frozen=True)
+class ClinicalDetails:
+    """What a clinical reader sees of a clinical task besides the images."""
+
+    study_id: str
+    arm: str
+    sequential: bool
+
+
+def clinical_details(user: Any, tasks: list[ReadingTask]) -> dict[int, ClinicalDetails]:
+    """Study id, arm label and design of the clinical tasks among `tasks`
+    (read through worklist or task_get), keyed by task id, in one query.
+    Panel and adjudication tasks get no entry: nothing of the participant
+    is shown for them."""
+    from randomization.selectors import arm_view
+
+    clinical = [task for task in tasks if task.kind == TaskKind.CLINICAL]
+    allocations = {
+        allocation.participant_id: allocation
+        for allocation in Allocation.objects.filter(participant_id__in=[t.participant_id for t in clinical])
+    }
+    return {
+        task.pk: ClinicalDetails(
+            study_id=task.participant.study_id,
+            arm=arm_view(user, allocations.get(task.participant_id)).label,
+            sequential=task.sequential,
+        )
+        for task in clinical
+    }
 
 
 def arm_label(user: Any, task: ReadingTask) -> str:
@@ -316,6 +344,10 @@ def ai_second_opinion(user: Any, task: ReadingTask) -> list[AiOpinion]:
     signed. Http404 in every other case but one: AiNotYet (403) before the
     unaided read is signed."""
     _check_ai(user, task)
+    if task.participant.ai_processing_stopped:
+        # The participant withdrew from AI processing: no AI output is used
+        # for them any more, not even results made before.
+        return []
     results = (
         AiResult.objects.filter(
             image__participant_id=task.participant_id,
@@ -339,6 +371,22 @@ def ai_result_for_display(user: Any, task: ReadingTask, result_pk: int) -> AiRes
 
 
 # --- Oversight -------------------------------------------------------------------------------
+
+
+def policy_trial_get(user: Any, pk: int) -> Trial:
+    """A trial whose reading policy the user configures: a trial-wide
+    CONFIGURE_READINGS membership. 403 without the capability anywhere,
+    404 for a trial outside it."""
+    require_capability(user, Capability.CONFIGURE_READINGS)
+    trial_ids = {
+        m.trial_id
+        for m in memberships_of(user)
+        if role_can(m.role, Capability.CONFIGURE_READINGS) and m.site_id is None
+    }
+    trial = Trial.objects.filter(pk=pk, id__in=trial_ids).first()
+    if trial is None:
+        raise Http404("No such trial.")
+    return trial
 
 
 @dataclass(frozen=True)

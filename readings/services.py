@@ -63,6 +63,8 @@ RULES = Actor.system("reading-rules")
 USABLE = (ImageStatus.ACCEPTED, ImageStatus.NEEDS_REVIEW)
 MAX_DRAFT_BYTES = 64 * 1024
 MAX_OUTLINE_POINTS = 2000
+# What of the AI second opinion a display shows (AiDisplay.what).
+AI_DISPLAY_KINDS = ("suggestion", "contour", "heatmap")
 
 # What each signature means (21 CFR 11.50(a)(3)): shown before signing and
 # stored with the signed read.
@@ -72,12 +74,12 @@ SIGNATURE_MEANINGS = {
     ),
     (TaskKind.CLINICAL, Phase.FINAL): "I confirm this is my final clinical reading of these images.",
     (TaskKind.PANEL, Phase.FINAL): (
-        "I confirm this is my independent reading of these images, made without knowledge of the arm, "
-        "the AI output or any other reading."
+        "I confirm this is my independent reading of these images, made without knowledge of the participant's "
+        "allocation, clinical findings or any other reading."
     ),
     (TaskKind.ADJUDICATION, Phase.FINAL): (
-        "I confirm this is my independent adjudicating reading of these images, made without knowledge of "
-        "the arm, the AI output or any other reading."
+        "I confirm this is my independent adjudicating reading of these images, made without knowledge of the "
+        "participant's allocation, clinical findings or any other reading."
     ),
 }
 CORRECTION_MEANING = "I confirm this corrected reading replaces my earlier signed reading, for the reason given."
@@ -284,7 +286,9 @@ def reading_tasks_ensure(*, participant_id: int) -> list[ReadingTask]:
 def reading_tasks_cancel_for_withdrawal(*, participant: Participant, actor: Actor, role: str, reason: str) -> int:
     """Cancel the participant's open tasks (in the withdrawal's transaction)."""
     tasks = list(
-        ReadingTask.objects.select_for_update()
+        # Only the task rows: FOR UPDATE cannot lock the nullable side of
+        # the outer join to the assignee (PostgreSQL refuses it).
+        ReadingTask.objects.select_for_update(of=("self",))
         .filter(participant=participant, status__in=(TaskStatus.PENDING, TaskStatus.IN_PROGRESS))
         .select_related("assignee")
     )
@@ -410,6 +414,15 @@ def _check_outline(task: ReadingTask, outline: object) -> dict[str, Any]:
     return {"image": image.pk, "frame": frame, "points": cleaned}
 
 
+def _check_phase(task: ReadingTask, phase: object) -> None:
+    """The phase a save or signature names must be the one open now."""
+    if phase not in Phase.values:
+        raise RuleViolation(f"Unknown phase {phase!r}; it is {' or '.join(Phase.values)}.", field="phase")
+    if phase != current_phase(task):
+        name = "unaided read" if phase == Phase.UNAIDED else "final read"
+        raise Conflict(f"The {name} is not open now.")
+
+
 def _current_read(task: ReadingTask, phase: str) -> Read:
     read = Read.objects.select_for_update().filter(task=task, phase=phase, current=True).first()
     if read is None:
@@ -445,12 +458,7 @@ def read_save_draft(
     task = _locked_task(task)
     role = _reader_role(actor, task)
     _check_open(task)
-    if phase != current_phase(task):
-        raise (
-            Conflict(f"The {Phase(phase).label.lower()} is not open now.")
-            if phase in Phase.values
-            else RuleViolation(f"Unknown phase {phase!r}.", field="phase")
-        )
+    _check_phase(task, phase)
     read = _current_read(task, phase)
     cleaned_outline = None if outline is None else _check_outline(task, outline)
     changed = _save_into(read, data=_check_draft(data), outline=cleaned_outline, revision=revision)
@@ -476,9 +484,36 @@ def validate_read(form: str, data: Mapping[str, object]) -> dict[str, Any]:
     return validate_thyroid_read(data).to_dict()
 
 
-def _check_password(actor: Actor, password: object) -> None:
-    if not isinstance(password, str) or not password or not actor.user.check_password(password):
-        raise RuleViolation("The password is not correct; the read was not signed.", field="password")
+class SignatureRefused(RuleViolation):
+    """A wrong password at signing: nothing is signed, and the refusal is
+    recorded once the signing transaction has rolled back."""
+
+    def __init__(self, *, task: ReadingTask, role: str) -> None:
+        super().__init__("The password is not correct; the read was not signed.", field="password")
+        self.task = task
+        self.role = role
+
+
+def _check_password(actor: Actor, password: object, *, task: ReadingTask, role: str) -> None:
+    """The signer re-enters their password (21 CFR 11.200(a))."""
+    if not (isinstance(password, str) and password and actor.user.check_password(password)):
+        raise SignatureRefused(task=task, role=role)
+
+
+@transaction.atomic
+def _record_refused_signature(actor: Actor, refusal: SignatureRefused) -> None:
+    """Failed signature attempts stay in the audit trail (21 CFR 11.300(d))."""
+    task = refusal.task
+    audit.record(
+        actor=actor,
+        role=refusal.role,
+        action="read.sign_refused",
+        obj=task,
+        trial=task.trial,
+        site=task.site,
+        screening=task.participant.screening,
+        after={"reason": "wrong password"},
+    )
 
 
 def _store_outline_mask(read: Read) -> None:
@@ -528,8 +563,29 @@ def _sign_event(read: Read, task: ReadingTask, actor: Actor, role: str, action: 
     )
 
 
-@transaction.atomic
 def read_sign(
+    *,
+    actor: Actor,
+    task: ReadingTask,
+    phase: str,
+    data: object,
+    revision: int,
+    password: object,
+    outline: object = None,
+) -> Read:
+    """Validate, save and sign the open read with the reader's password
+    (_read_sign); a wrong password is recorded as a refused signature."""
+    try:
+        return _read_sign(
+            actor=actor, task=task, phase=phase, data=data, revision=revision, password=password, outline=outline
+        )
+    except SignatureRefused as refusal:
+        _record_refused_signature(actor, refusal)
+        raise
+
+
+@transaction.atomic
+def _read_sign(
     *,
     actor: Actor,
     task: ReadingTask,
@@ -545,13 +601,12 @@ def read_sign(
     task = _locked_task(task)
     role = _reader_role(actor, task)
     _check_open(task)
-    if phase != current_phase(task):
-        raise Conflict(f"The {Phase(phase).label.lower() if phase in Phase.values else phase} is not open now.")
+    _check_phase(task, phase)
     read = _current_read(task, phase)
     cleaned_outline = None if outline is None else _check_outline(task, outline)
     _save_into(read, data=_check_draft(data), outline=cleaned_outline, revision=revision)
     values = validate_read(task.form, read.data)
-    _check_password(actor, password)
+    _check_password(actor, password, task=task, role=role)
     _sign(read, actor, SIGNATURE_MEANINGS[(TaskKind(task.kind), Phase(phase))], values)
     now = read.signed_at or timezone.now()
     if phase == Phase.UNAIDED:
@@ -649,8 +704,20 @@ def _adjudicate_if_needed(participant: Participant, policy: ReadingPolicy) -> No
         _new_task(participant, TaskKind.ADJUDICATION, due_days=policy.panel_due_days)
 
 
-@transaction.atomic
 def read_correct(
+    *, actor: Actor, read: Read, data: object, reason: str, password: object, outline: object = None
+) -> Read:
+    """Correct a signed read (_read_correct); a wrong password is recorded
+    as a refused signature."""
+    try:
+        return _read_correct(actor=actor, read=read, data=data, reason=reason, password=password, outline=outline)
+    except SignatureRefused as refusal:
+        _record_refused_signature(actor, refusal)
+        raise
+
+
+@transaction.atomic
+def _read_correct(
     *, actor: Actor, read: Read, data: object, reason: str, password: object, outline: object = None
 ) -> Read:
     """Correct a signed read: a new signed version with the reason; the old
@@ -677,7 +744,7 @@ def read_correct(
     values = validate_read(task.form, cleaned)
     if values == old.values and cleaned_outline == old.outline:
         raise RuleViolation("Nothing to correct: the values are unchanged.")
-    _check_password(actor, password)
+    _check_password(actor, password, task=task, role=role)
     old.current = False
     old.save(update_fields=["current"])
     new = Read(
@@ -691,9 +758,13 @@ def read_correct(
         opened_at=timezone.now(),
         supersedes=old,
         correction_reason=reason,
-        interaction=old.interaction,
     )
     _sign(new, actor, CORRECTION_MEANING, values)
+    if new.phase == Phase.FINAL and task.sequential:
+        # The comparison with the unaided read and the AI follows the
+        # corrected values; the time to the decision stays the original's.
+        timing = {key: old.interaction[key] for key in ("seconds_to_final_decision",) if key in old.interaction}
+        new.interaction = {**_interaction(task, new), **timing}
     new.revision = 1
     new.saved_at = new.signed_at
     new.save()
@@ -725,12 +796,20 @@ def read_correct(
 def ai_display_record(*, actor: Actor, task: ReadingTask, ai_result: Any, what: str) -> AiDisplay:
     """Record one display of the AI second opinion. The caller has read the
     result through readings.selectors.ai_second_opinion, which decides that
-    it may be shown; this re-checks the two rules that matter most."""
+    it may be shown; this re-checks the rules that matter most, and that
+    the record names this case's result (the interaction record is built
+    from it)."""
     role = _reader_role(actor, task)
     if not task.sequential or task.kind != TaskKind.CLINICAL:
         raise NotAllowed("The AI second opinion is not shown for this read.")
     if current_phase(task) != Phase.FINAL:
         raise NotAllowed("The AI second opinion is shown once the unaided read is signed.")
+    if ReadingTask.objects.filter(pk=task.pk, status=TaskStatus.CANCELLED).exists():
+        raise RuleViolation("This reading task was cancelled: the participant withdrew.")
+    if ai_result.image.participant_id != task.participant_id:
+        raise NotAllowed("This AI result is not one of this case's.")
+    if what not in AI_DISPLAY_KINDS:
+        raise RuleViolation(f"Unknown AI display {what!r}; it is one of {', '.join(AI_DISPLAY_KINDS)}.", field="what")
     display = AiDisplay.objects.create(
         task=task, ai_result=ai_result, reader=actor.user, what=what, displayed_at=timezone.now()
     )
@@ -748,6 +827,7 @@ def ai_display_record(*, actor: Actor, task: ReadingTask, ai_result: Any, what: 
 
 
 __all__ = [
+    "AI_DISPLAY_KINDS",
     "CORRECTION_MEANING",
     "SIGNATURE_MEANINGS",
     "ReadValidationError",

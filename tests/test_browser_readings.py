@@ -158,8 +158,8 @@ def test_a_blinded_reader_receives_no_arm_identity_or_ai_data(
     panel: list[Any],
     ai_case: Case,
 ) -> None:
-    reader = users[Role.BLINDED_READER]
-    [task] = [t for t in ai_case.tasks("panel") if t.assignee_id == reader.pk]
+    task = ai_case.tasks("panel")[0]
+    reader = task.assignee
     bodies: list[tuple[str, str]] = []
 
     def keep(response: Response) -> None:
