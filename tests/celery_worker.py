@@ -114,7 +114,6 @@ def start_celery_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
             log_path=log_path,
             concurrency=concurrency,
             hostname=f"test{len(started)}@%h",
-            loglevel=os.environ.get("FLAKY_LOGLEVEL", "INFO"),
         )
         worker = Worker(process, log_path)
         started.append(worker)
@@ -205,37 +204,6 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, worke
         if value:
             return value
         if time.monotonic() > deadline:
-            if worker is not None and os.environ.get("FLAKY_DIAG"):
-                _diag(worker)
             log = worker.log()[-4000:] if worker is not None else ""
             raise AssertionError(f"Timed out waiting for {what}.\n{log}")
         time.sleep(0.2)
-
-
-def _diag(worker: Worker) -> None:  # FLAKY temporary diagnostics
-    import signal as _s
-    from config.workers import pool_process_ids as _p
-    pids = [worker.process.pid, *_p(worker.process)]
-    out = []
-    for pid in pids:
-        for name in ("wchan", "status", "stack"):
-            try:
-                out.append(f"--- {pid} {name}: " + open(f"/proc/{pid}/{name}").read()[:600])
-            except OSError as e:
-                out.append(f"--- {pid} {name}: {e}")
-        try:
-            out.append(f"--- {pid} fds: " + " ".join(f"{fd}->{os.readlink(f'/proc/{pid}/fd/{fd}')}" for fd in os.listdir(f"/proc/{pid}/fd")))
-        except OSError as e:
-            out.append(str(e))
-    for pid in pids:
-        subprocess.run(["timeout", "3", "strace", "-tt", "-p", str(pid), "-o", f"{worker.log_path}.strace.{pid}"], capture_output=True)
-    for pid in pids:
-        os.kill(pid, _s.SIGUSR2)
-        time.sleep(0.5)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pid, datname, state, wait_event_type, wait_event, backend_type, left(query, 120) FROM pg_stat_activity") if connection.vendor == "postgresql" else None
-        if connection.vendor == "postgresql":
-            out.append("--- pg_stat_activity: " + repr(cursor.fetchall()))
-    time.sleep(1)
-    with open(str(worker.log_path) + ".diag", "w") as f:
-        f.write("\n".join(out))

@@ -6,6 +6,7 @@ broker was down once it is back."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import signal
@@ -126,14 +127,33 @@ def test_a_real_worker_judges_the_real_ultrasound_files_end_to_end(
     assert verify_chain().ok
 
 
-def _lock_waiter_seen() -> bool:
-    """Whether another PostgreSQL session waits on a lock (the worker)."""
+def _waits_on_our_lock() -> bool:
+    """Whether another PostgreSQL session (the worker's) is blocked by this
+    test's transaction. PostgreSQL takes a snapshot of pg_stat_activity at
+    its first reading in a transaction and shows it until the transaction
+    ends: this test polls inside the transaction that holds the lock, so the
+    snapshot is dropped before each reading, or the first one (taken before
+    the worker got there) would be seen for ever."""
     with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
-            "AND datname = current_database()"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
         )
         return bool(cursor.fetchone()[0])
+
+
+def _sleeps_on_the_sqlite_lock(pid: int) -> bool:
+    """Whether the pool process has the test database open and sleeps in the
+    kernel: SQLite's busy handler waiting for the write lock this test holds
+    (nothing else in the task sleeps). Linux /proc."""
+    database = Path(connection.settings_dict["NAME"]).resolve()
+    try:
+        open_files = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:  # the process or one of its descriptors is gone
+        return False
+    return str(database) in open_files and "nanosleep" in wchan
 
 
 def test_a_worker_killed_during_a_task_leaves_exactly_one_result(
@@ -154,10 +174,13 @@ def test_a_worker_killed_during_a_task_leaves_exactly_one_result(
         worker = start_celery_worker(redis_broker)
         [first_pool_process] = pool_process_ids(worker.process)
         worker.wait_for_log("ai_engine.run_inference")
-        if connection.vendor == "postgresql":
-            wait_until(_lock_waiter_seen, timeout=30, what="the worker to wait on the audit head", worker=worker)
-        else:
-            time.sleep(2.0)
+        waiting: Callable[[], bool] = (
+            _waits_on_our_lock
+            if connection.vendor == "postgresql"
+            else functools.partial(_sleeps_on_the_sqlite_lock, first_pool_process)
+        )
+        wait_until(waiting, timeout=60, what="the pool process to wait on the lock this test holds", worker=worker)
+        assert pool_process_ids(worker.process) == [first_pool_process]
         os.kill(first_pool_process, signal.SIGKILL)
         wait_until(lambda: "SIGKILL" in worker.log(), timeout=30, what="the worker to see its loss", worker=worker)
     # Our transaction has ended: the job, put back on the queue by the
