@@ -45,9 +45,7 @@ def run_inference(self: Any, result_id: int) -> int:
 
 @shared_task(name="ai_engine.dispatch_pending", queue=INFERENCE_QUEUE, ignore_result=True)
 def dispatch_pending() -> dict[str, int]:
-    """The outbox sweeper, run by Celery beat every 30 s. (Not when a worker
-    starts: publishing from a starting worker was seen to leave its first job
-    received but never handed to a pool process.)"""
+    """The outbox sweeper, run by Celery beat every 30 s."""
     sweep = jobs.dispatch_pending()
     if sweep.queued_images or sweep.dispatched or sweep.waiting:
         logger.info("AI sweep: %s", sweep)
