@@ -8,6 +8,52 @@ statsmodels, scipy and lifelines do the work where they already do it; what
 no maintained library does (DeLong, Gwet's AC1, Lan–DeMets boundaries) is
 written here and tested against published values."""
 
+from analysis.stats.accuracy import (
+    DelongResult,
+    DiagnosticAccuracy,
+    delong_test,
+    diagnostic_accuracy,
+    mcnemar,
+    proportion_ci,
+    roc_auc,
+)
+from analysis.stats.agreement import BlandAltman, bland_altman, cohen_kappa, fleiss_kappa, gwet_ac1, icc
 from analysis.stats.core import DEFAULT_ALPHA, Estimate, StatsInputError, TestResult
+from analysis.stats.design import (
+    GroupSequentialBounds,
+    alpha_spending,
+    conditional_power,
+    group_sequential_bounds,
+    power_two_proportions,
+    sample_size_two_proportions,
+)
+from analysis.stats.segmentation import dice, hd95, iou
 
-__all__ = ["DEFAULT_ALPHA", "Estimate", "StatsInputError", "TestResult"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "BlandAltman",
+    "DelongResult",
+    "DiagnosticAccuracy",
+    "Estimate",
+    "GroupSequentialBounds",
+    "StatsInputError",
+    "TestResult",
+    "alpha_spending",
+    "bland_altman",
+    "cohen_kappa",
+    "conditional_power",
+    "delong_test",
+    "diagnostic_accuracy",
+    "dice",
+    "fleiss_kappa",
+    "group_sequential_bounds",
+    "gwet_ac1",
+    "hd95",
+    "icc",
+    "iou",
+    "mcnemar",
+    "power_two_proportions",
+    "proportion_ci",
+    "roc_auc",
+    "sample_size_two_proportions",
+]
