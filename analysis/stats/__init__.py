@@ -18,6 +18,14 @@ from analysis.stats.accuracy import (
     roc_auc,
 )
 from analysis.stats.agreement import BlandAltman, bland_altman, cohen_kappa, fleiss_kappa, gwet_ac1, icc
+from analysis.stats.arms import (
+    LogisticRegressionResult,
+    chi_square,
+    fisher_exact,
+    logistic_regression,
+    relative_risk,
+    risk_difference,
+)
 from analysis.stats.core import DEFAULT_ALPHA, Estimate, StatsInputError, TestResult
 from analysis.stats.design import (
     GroupSequentialBounds,
@@ -28,6 +36,7 @@ from analysis.stats.design import (
     sample_size_two_proportions,
 )
 from analysis.stats.segmentation import dice, hd95, iou
+from analysis.stats.survival import KaplanMeierResult, KaplanMeierStep, cox_hazard_ratio, kaplan_meier, logrank
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -36,24 +45,35 @@ __all__ = [
     "DiagnosticAccuracy",
     "Estimate",
     "GroupSequentialBounds",
+    "KaplanMeierResult",
+    "KaplanMeierStep",
+    "LogisticRegressionResult",
     "StatsInputError",
     "TestResult",
     "alpha_spending",
     "bland_altman",
+    "chi_square",
     "cohen_kappa",
     "conditional_power",
+    "cox_hazard_ratio",
     "delong_test",
     "diagnostic_accuracy",
     "dice",
+    "fisher_exact",
     "fleiss_kappa",
     "group_sequential_bounds",
     "gwet_ac1",
     "hd95",
     "icc",
     "iou",
+    "kaplan_meier",
+    "logistic_regression",
+    "logrank",
     "mcnemar",
     "power_two_proportions",
     "proportion_ci",
+    "relative_risk",
+    "risk_difference",
     "roc_auc",
     "sample_size_two_proportions",
 ]

@@ -308,6 +308,17 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 
+def _is_missing(value: object) -> bool:
+    return value is None or (_is_number(value) and math.isnan(float(value)))  # type: ignore[arg-type]
+
+
+def _level_order(level: object) -> tuple[int, float, str]:
+    """Numbers first, in numeric order, then everything else by its text."""
+    if _is_number(level):
+        return (0, float(level), "")  # type: ignore[arg-type]
+    return (1, 0.0, str(level))
+
+
 def _design_columns(
     covariates: Mapping[str, Sequence[Any]], categorical: set[str], n: int
 ) -> tuple[list[str], list[np.ndarray]]:
@@ -317,7 +328,7 @@ def _design_columns(
         column = list(values)
         if len(column) != n:
             raise StatsInputError(f"Covariate {name!r} has {len(column)} values but the outcome has {n}.")
-        missing = [i for i, v in enumerate(column) if v is None or (isinstance(v, float) and math.isnan(v))]
+        missing = [i for i, v in enumerate(column) if _is_missing(v)]
         if missing:
             raise StatsInputError(
                 f"Covariate {name!r} is missing for {len(missing)} participant(s) "
@@ -330,7 +341,7 @@ def _design_columns(
             names.append(name)
             columns.append(numeric)
             continue
-        levels = sorted(set(column), key=lambda level: (str(type(level)), str(level)))
+        levels = sorted(set(column), key=_level_order)
         for level in levels[1:]:
             names.append(f"{name}[{level}]")
             columns.append(np.array([1.0 if v == level else 0.0 for v in column]))

@@ -161,6 +161,8 @@ class KaplanMeierResult:
     def at_risk(self, times: Sequence[float]) -> list[int]:
         """Numbers at risk at each of `times` (participants whose time is ≥ t),
         for the table printed under a Kaplan–Meier plot."""
+        if isinstance(times, int | float | np.integer | np.floating):
+            raise StatsInputError("at_risk takes a list of times, e.g. at_risk([0, 6, 12]).")
         follow_up = np.asarray(self.follow_up_times)
         counts = []
         for t in times:
@@ -241,12 +243,15 @@ def logrank(times: Sequence[float], events: Sequence[Any], groups: Sequence[Any]
         raise StatsInputError(f"groups has {len(group_values)} values but times has {len(time_values)}.")
     if any(g is None or (isinstance(g, float) and math.isnan(g)) for g in group_values):
         raise StatsInputError("groups contains missing values; remove those participants first.")
-    labels = sorted({str(g) for g in group_values})
-    if len(labels) < 2:
+    try:
+        codes_by_group: dict[Any, int] = {}
+        codes = np.array([codes_by_group.setdefault(g, len(codes_by_group)) for g in group_values])
+    except TypeError:
+        raise StatsInputError("groups must hold labels such as arm names or codes.") from None
+    if len(codes_by_group) < 2:
         raise StatsInputError("The log-rank test needs at least two groups.")
     if event_values.sum() == 0:
         raise StatsInputError("There are no events; the log-rank test needs at least one.")
-    codes = np.array([labels.index(str(g)) for g in group_values])
     chi_square, p_value = survdiff(time_values, event_values, codes)
     return TestResult(float(chi_square), float(p_value))
 
