@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "imaging",
     "ai_engine",
     "readings",
+    "analysis",
 ]
 
 MIDDLEWARE = [

@@ -40,7 +40,7 @@ class ArmView:
         return bool(self.label)
 
 
-def _masking(trial: Trial) -> dict[str, str]:
+def masked_labels(trial: Trial) -> dict[str, str]:
     """The trial's A/B labels, fixed by its first scheme's seed so they never
     change between scheme versions."""
     secret = (
@@ -65,7 +65,7 @@ def arm_view(user: Any, allocation: Allocation | None) -> ArmView:
     if role_for(user, Capability.VIEW_ARM_MASKED, trial_id=allocation.trial_id, site_id=allocation.site_id):
         if trial_unblinded(allocation.trial):
             return ArmView(True, allocation.arm, _ARM_LABELS[allocation.arm])
-        return ArmView(True, None, _masking(allocation.trial)[allocation.arm], masked=True)
+        return ArmView(True, None, masked_labels(allocation.trial)[allocation.arm], masked=True)
     return ArmView(randomized=True)
 
 

@@ -40,6 +40,7 @@ class Capability(StrEnum):
     READ_PANEL = "read_panel"
     VIEW_READS = "view_reads"
     CONFIGURE_READINGS = "configure_readings"
+    EXPORT_ANALYSIS_DATA = "export_analysis_data"
 
 
 _READ_ENROLLMENT = {Capability.VIEW_RECRUITMENT, Capability.VIEW_PARTICIPANTS}
@@ -84,6 +85,8 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.VIEW_IMAGES,
             Capability.EXPORT_IMAGES,
             Capability.VIEW_AI_MODELS,
+            # Analysis data sets, the arm masked as "A"/"B" (analysis.selectors).
+            Capability.EXPORT_ANALYSIS_DATA,
         }
     ),
     Role.STATISTICIAN_UNBLINDED: frozenset(
@@ -93,11 +96,14 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.VIEW_IMAGES,
             Capability.EXPORT_IMAGES,
             Capability.VIEW_AI_MODELS,
+            Capability.EXPORT_ANALYSIS_DATA,
         }
         | _OVERSIGHT
     ),
     Role.DSMB: frozenset(
-        _READ_ENROLLMENT | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_AI_MODELS} | _OVERSIGHT
+        _READ_ENROLLMENT
+        | {Capability.VIEW_REFERENCE_STANDARD, Capability.VIEW_AI_MODELS, Capability.EXPORT_ANALYSIS_DATA}
+        | _OVERSIGHT
     ),
     Role.MONITOR: frozenset(
         _READ_ENROLLMENT
@@ -127,6 +133,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
             Capability.MANAGE_AI_MODELS,
             Capability.VIEW_READS,
             Capability.CONFIGURE_READINGS,
+            Capability.EXPORT_ANALYSIS_DATA,
         }
     ),
 }
