@@ -59,6 +59,7 @@ None and `TrialAnalysis.notes` says why. Definitions (the reports quote them):
 from __future__ import annotations
 
 import datetime as dt
+import io
 import math
 import statistics
 import warnings
@@ -68,6 +69,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from django.utils import timezone
+from scipy import stats as scipy_stats
 
 from ai_engine.models import AiResult, AiResultStatus
 from analysis import services as analysis_services
@@ -92,6 +94,7 @@ from analysis.stats import (
     cohen_kappa,
     conditional_power,
     cox_hazard_ratio,
+    dice,
     fleiss_kappa,
     group_sequential_bounds,
     gwet_ac1,
@@ -600,6 +603,7 @@ def analyse(
     planned_events: int | None = None,
     generated_at: dt.datetime | None = None,
     images: Mapping[str, int] | None = None,
+    outline_dice: Mapping[str, float] | None = None,
 ) -> TrialAnalysis:
     """Every endpoint of the trial from the data sets (see the module notes
     for the definitions). `images`: study id → the image to show for an AI
@@ -634,6 +638,7 @@ def analyse(
         diseased = sum(_accuracy_counts(rows_by_group[g], True)[1] for g in groups)
         interim = _interim(primary, diseased, timing, planned_events, notes)
 
+    dice_by_group, dice_n = _outline_agreement(groups, rows_by_group, outline_dice or {}, notes)
     files = {"participants.csv": datasets.participants.to_csv(), "reads.csv": datasets.reads.to_csv()}
     trial = datasets.scope.trial
     return TrialAnalysis(
@@ -654,7 +659,31 @@ def analyse(
         interim=interim,
         errors=_errors(groups, rows_by_group, images or {}) if closed else [],
         notes=notes,
+        outline_dice=dice_by_group,
+        outline_dice_n=dice_n,
     )
+
+
+def _outline_agreement(
+    groups: list[str], rows_by_group: Mapping[str, list[Row]], dice_by_study: Mapping[str, float], notes: list[str]
+) -> tuple[dict[str, Estimate | None], dict[str, int]]:
+    """Mean Dice of the AI mask against the reader's outline per group, with
+    a t interval (outlines are optional: few cases may have one)."""
+    estimates: dict[str, Estimate | None] = {}
+    counts: dict[str, int] = {}
+    for group in groups:
+        values = [dice_by_study[r["study_id"]] for r in rows_by_group[group] if r.get("study_id") in dice_by_study]
+        counts[group] = len(values)
+        if len(values) < 2:
+            estimates[group] = None
+            if dice_by_study:
+                notes.append(f"Outline Dice ({group}): fewer than 2 cases with both an AI mask and a reader outline.")
+            continue
+        mean = statistics.fmean(values)
+        se = statistics.stdev(values) / math.sqrt(len(values))
+        margin = float(scipy_stats.t.ppf(0.975, len(values) - 1)) * se
+        estimates[group] = Estimate(mean, max(0.0, mean - margin), min(1.0, mean + margin), se=se)
+    return estimates, counts
 
 
 # --- From the database ------------------------------------------------------------------------------
@@ -675,6 +704,54 @@ def ai_images_for_errors(trial: Trial) -> dict[str, int]:
         if current is None or (probability, -image_id) > (current[0], -current[1]):
             best[study_id] = (probability, image_id)
     return {study_id: image_id for study_id, (_, image_id) in best.items()}
+
+
+def outline_dice_by_participant(trial: Trial) -> dict[str, float]:
+    """Study id → Dice of the AI mask against the clinical reader's outline
+    (the current signed final read of the clinical task), when the outline was
+    drawn on the image and frame the AI judged. Participants who withdrew their
+    data or from AI processing are left out; outlines signed after a stop of
+    follow-up too. Two queries, then one verified read of each mask pair."""
+    from PIL import Image as PILImage
+
+    from ai_engine.selectors import ai_result_mask
+    from imaging import storage
+
+    reads = list(
+        Read.objects.filter(
+            task__trial=trial,
+            task__kind=TaskKind.CLINICAL,
+            phase=Phase.FINAL,
+            current=True,
+            status=ReadStatus.SIGNED,
+            task__participant__data_withdrawn=False,
+            task__participant__ai_processing_stopped=False,
+        )
+        .exclude(outline_mask="")
+        .select_related("task__participant")
+    )
+    image_ids = {int(read.outline["image"]) for read in reads if read.outline.get("image") is not None}
+    results: dict[int, AiResult] = {}
+    for result in AiResult.objects.filter(image_id__in=image_ids, status=AiResultStatus.DONE).order_by("finished_at"):
+        results[result.image_id] = result  # the latest finished result of each image
+    dice_by_study: dict[str, float] = {}
+    for read in reads:
+        participant = read.task.participant
+        cutoff = participant.withdrawn_on if participant.follow_up_stopped else None
+        if cutoff is not None and read.signed_at is not None and timezone.localdate(read.signed_at) > cutoff:
+            continue
+        found = results.get(int(read.outline.get("image", -1)))
+        if found is None or not found.mask or int(read.outline.get("frame", 0)) != int(found.frame_index or 0):
+            continue
+        ai_mask = ai_result_mask(found).astype(bool)
+        with PILImage.open(
+            io.BytesIO(storage.read_verified(read.outline_mask.name, read.outline_mask_sha256))
+        ) as image:
+            reader_mask = np.asarray(image.convert("L")) > 127
+        if ai_mask.shape != reader_mask.shape:
+            continue
+        dice_by_study[participant.study_id] = float(dice(ai_mask, reader_mask))
+    return dice_by_study
 
 
 _EXCLUDED = (ScreeningStatus.INELIGIBLE, ScreeningStatus.DECLINED, ScreeningStatus.NOT_ENROLLED)

@@ -117,3 +117,7 @@ class TrialAnalysis:
     interim: InterimLook | None = None
     errors: list[ErrorCase] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be computed, and why
+    # Mean Dice of the AI mask against the clinical reader's outline (final
+    # read, same image and frame), per group, with the number of outlines.
+    outline_dice: dict[str, Estimate | None] = field(default_factory=dict)
+    outline_dice_n: dict[str, int] = field(default_factory=dict)

@@ -423,3 +423,60 @@ def test_an_analysis_of_a_small_trial_from_the_database(
     with CaptureQueriesContext(connection) as queries:
         endpoints.consort_flow(recruiting, real)
     assert len(queries) == small <= 6
+
+
+def test_outline_dice_compares_the_ai_mask_with_the_readers_outline_on_the_ai_frame(
+    make_case: Callable[..., Case], users: dict[str, Any]
+) -> None:
+    import io as _io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from ai_engine.selectors import ai_result_mask
+    from analysis.selectors import export_scope
+    from analysis.stats import dice
+    from imaging import storage
+
+    clinician = users[Role.CLINICIAN_READER]
+    expected: dict[str, float] = {}
+    for n in range(2):
+        case = make_case(Arm.AI_ASSISTED, images=("palette",))
+        [result] = case.ai_results
+        image = case.images[0]
+        task = case.task()
+        reading_services.reading_task_start(actor=actor_for(clinician), task=task)
+        reading_services.read_sign(
+            actor=actor_for(clinician), task=task, phase=Phase.UNAIDED, data=THYROID_READ, revision=0, password=PASSWORD
+        )
+        size = 60 + 40 * n
+        outline = {
+            "image": image.pk,
+            "frame": result.frame_index or 0,
+            "points": [[100, 100], [100 + size, 100], [100 + size, 100 + size], [100, 100 + size]],
+        }
+        final = reading_services.read_sign(
+            actor=actor_for(clinician),
+            task=task,
+            phase=Phase.FINAL,
+            data=THYROID_READ,
+            revision=0,
+            password=PASSWORD,
+            outline=outline,
+        )
+        data = storage.read_verified(final.outline_mask.name, final.outline_mask_sha256)
+        with PILImage.open(_io.BytesIO(data)) as picture:
+            reader = np.asarray(picture.convert("L")) > 127
+        expected[case.participant.study_id] = float(dice(ai_result_mask(result).astype(bool), reader))
+    trial = ReadingTask.objects.first().trial  # type: ignore[union-attr]
+    found = endpoints.outline_dice_by_participant(trial)
+    assert found == pytest.approx(expected)
+    scope = export_scope(users[Role.DSMB], trial.pk)
+    analysis = endpoints.analyse(
+        build_datasets(scope), closed=True, consort=endpoints.consort_flow(trial, scope), outline_dice=found
+    )
+    group = next(g for g in analysis.groups if analysis.outline_dice_n.get(g))
+    assert analysis.outline_dice_n[group] == 2
+    estimate = analysis.outline_dice[group]
+    assert estimate is not None and estimate.value == pytest.approx(sum(expected.values()) / 2)
+    assert estimate.ci_low <= estimate.value <= estimate.ci_high
