@@ -23,8 +23,9 @@ from analysis.stats.accuracy import (
     roc_auc,
 )
 from analysis.stats.core import Estimate, StatsInputError, TestResult
+from tests.reference_data import ENVIRONMENT_VARIABLE, reference_dir
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
+REFERENCE_DIR = reference_dir()
 
 
 # --- the aSAH reference data (pROC) -------------------------------------------------------------
@@ -34,7 +35,11 @@ REFERENCE_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "referen
 def asah() -> dict[str, np.ndarray]:
     path = REFERENCE_DIR / "aSAH.csv"
     if not path.is_file():
-        pytest.fail(f"Reference data {path} is missing; the pROC checks cannot run without it.", pytrace=False)
+        pytest.fail(
+            f"Reference data {path} is missing; the pROC checks cannot run without it "
+            f"(set {ENVIRONMENT_VARIABLE} to the folder holding aSAH.csv).",
+            pytrace=False,
+        )
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 113, f"aSAH.csv should hold pROC's 113 patients, found {len(rows)}"
