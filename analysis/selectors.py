@@ -15,13 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
+from analysis.models import Report
 from randomization import selectors as randomization_selectors
 from randomization.models import Arm
 from trial.models import Trial
 from trial.permissions import Capability
-from trial.selectors import require_capability, role_for
+from trial.selectors import memberships_of, require_capability, role_for
 
 ArmMode = Literal["real", "masked", "none"]
 
@@ -53,3 +55,47 @@ def export_scope(user: Any, trial_pk: int) -> ExportScope:
         # The same labels the blinded statistician sees on every page.
         return ExportScope(trial, role, "masked", dict(randomization_selectors.masked_labels(trial)))
     return ExportScope(trial, role, "none", {})
+
+
+# Reports ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportTrial:
+    """A trial whose reports the user may see, and which kinds."""
+
+    trial: Trial
+    scope: ExportScope
+
+    @property
+    def kinds(self) -> list[str]:
+        return ["open", "closed"] if self.scope.arm_mode == "real" else ["open"]
+
+
+def report_trials(user: Any) -> list[ReportTrial]:
+    """The trials where the user holds EXPORT_ANALYSIS_DATA trial-wide: open
+    reports; closed ones too where the user sees the real arms."""
+    trial_ids = sorted({m.trial_id for m in memberships_of(user)})
+    found = []
+    for trial_id in trial_ids:
+        if role_for(user, Capability.EXPORT_ANALYSIS_DATA, trial_id=trial_id, site_id=None) is None:
+            continue
+        scope = export_scope(user, trial_id)
+        found.append(ReportTrial(scope.trial, scope))
+    return sorted(found, key=lambda item: item.trial.code)
+
+
+def reports_visible(user: Any) -> QuerySet[Report]:
+    """The reports the user may see (and download)."""
+    condition = Q(pk__in=[])
+    for item in report_trials(user):
+        condition |= Q(trial=item.trial, kind__in=item.kinds)
+    return Report.objects.filter(condition).select_related("trial", "requested_by").order_by("-requested_at", "-pk")
+
+
+def report_get(user: Any, pk: int) -> Report:
+    """Http404 for a report the user may not see."""
+    report = reports_visible(user).filter(pk=pk).first()
+    if report is None:
+        raise Http404("No such report.")
+    return report

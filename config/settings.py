@@ -292,7 +292,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 # before each task, ai_engine.tasks still drops a connection that failed or
 # outlived DB_CONN_MAX_AGE (as Django does at each request).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100)
-CELERY_TASK_ROUTES = {"ai_engine.*": {"queue": "inference"}}
+CELERY_TASK_ROUTES = {"ai_engine.*": {"queue": "inference"}, "analysis.*": {"queue": "reports"}}
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)  # on for Flower
 CELERY_BEAT_SCHEDULE = {
     "ai-engine-dispatch-pending": {"task": "ai_engine.dispatch_pending", "schedule": 30.0},

@@ -20,6 +20,7 @@ urlpatterns = [
     path("imaging/", include("imaging.urls")),
     path("ai/", include("ai_engine.urls")),
     path("readings/", include("readings.urls")),
+    path("analysis/", include("analysis.urls")),
     path("", include("trial.urls")),
 ]
 

@@ -1,6 +1,6 @@
 """Starting and stopping Celery worker processes from Python: the demo
 (`manage.py demo_server`), the integration tests and the benchmarks run real
-workers exactly as an operator would (`celery -A config worker -Q inference`),
+workers exactly as an operator would (`celery -A config worker -Q inference,reports`),
 with the settings given in the environment."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 def worker_command(
     *,
-    queues: str = "inference",
+    queues: str = "inference,reports",
     concurrency: int = 1,
     pool: str = "prefork",
     hostname: str = "consilium@%h",

@@ -103,7 +103,7 @@ class Worker:
 
 @pytest.fixture
 def start_celery_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    """Start real workers (`celery -A config worker -Q inference`) and stop
+    """Start real workers (`celery -A config worker -Q inference,reports`) and stop
     them after the test."""
     started: list[Worker] = []
 

@@ -25,6 +25,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "ai_operations": has_capability(user, Capability.MANAGE_AI_MODELS),
             "reading": has_capability(user, Capability.READ_CLINICAL) or has_capability(user, Capability.READ_PANEL),
             "reading_oversight": has_capability(user, Capability.VIEW_READS),
+            "reports": has_capability(user, Capability.EXPORT_ANALYSIS_DATA),
         },
         "my_memberships": memberships_of(user),
     }

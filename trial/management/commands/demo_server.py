@@ -1,5 +1,5 @@
 """Serve the demo with its AI second opinion working: the Django development
-server and one Celery worker of the inference queue, as child processes of
+server and one Celery worker of the inference and reports queues, as child processes of
 this command. The worker also runs the outbox sweeper (`--beat`). With the
 default broker (kombu's filesystem transport under var/) nothing else has to
 run; with CELERY_BROKER_URL set, the worker uses that broker.
@@ -75,7 +75,7 @@ class Command(BaseCommand):
             )
             url = f"http://{_address(host, port)}/"
             self.stdout.write(f"\nConsilium is running at {url}  (API docs: {url}api/docs/)")
-            self.stdout.write(f"AI worker (inference queue, outbox sweeper): log in {worker_log}")
+            self.stdout.write(f"Worker (inference and reports queues, outbox sweeper): log in {worker_log}")
             self.stdout.write("Stop it with Ctrl-C.\n")
             while not stopping.wait(POLL_SECONDS):
                 if server.poll() is not None:

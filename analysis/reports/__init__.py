@@ -1,0 +1,1 @@
+"""Reports of the trial's analysis (PDF)."""
