@@ -35,11 +35,16 @@ from readings.scoring import colposcopy, thyroid
 from readings.scoring.fields import FieldSpec
 from readings.services import USABLE
 from trial.models import (
+    HIGH_GRADE_CERVICAL,
+    MALIGNANT_THYROID,
+    Bethesda,
+    CervicalHistology,
     Indication,
     Participant,
     ReferenceKind,
     ReferenceStandardResult,
     Sex,
+    ThyroidHistology,
     Trial,
     WithdrawalScope,
 )
@@ -238,6 +243,15 @@ def participant_columns(trial: Trial, arm_mode: ArmMode, arm_labels: Mapping[str
         Column(
             "reference_high_grade", BOOLEAN, "Reference: CIN2+ (cervix) or malignant (thyroid); empty if inconclusive"
         ),
+        Column(
+            "reference_category",
+            CATEGORY,
+            "Reference on the readers' three-level scale (for a weighted staging kappa): cervix negative = normal, "
+            "CIN1 = low-grade, CIN2/CIN3/AIS/invasive = high-grade; thyroid histology benign = normal, "
+            "NIFTP = low-grade, carcinoma = high-grade; thyroid cytology Bethesda II = normal, III–IV = low-grade, "
+            "V–VI = high-grade, I (non-diagnostic) empty",
+            CATEGORIES,
+        ),
         Column("reference_sample_date", DATE, "Reference: biopsy, FNA or surgery date"),
         Column("reference_result_date", DATE, "Reference: date the result was reported"),
         Column("days_to_diagnosis", INTEGER, "Days from randomization to the reference result date"),
@@ -394,6 +408,38 @@ def _ai_values(results: Sequence[AiResult]) -> dict[str, Any]:
     }
 
 
+_CERVICAL_CATEGORY: dict[str, str] = {
+    CervicalHistology.NEGATIVE: interaction.NORMAL,
+    CervicalHistology.CIN1: interaction.LOW_GRADE,
+    **{value: interaction.HIGH_GRADE for value in HIGH_GRADE_CERVICAL},
+}
+_THYROID_CATEGORY: dict[str, str] = {
+    ThyroidHistology.BENIGN: interaction.NORMAL,
+    ThyroidHistology.NIFTP: interaction.LOW_GRADE,
+    **{value: interaction.HIGH_GRADE for value in MALIGNANT_THYROID},
+}
+_BETHESDA_CATEGORY: dict[int, str] = {
+    Bethesda.II: interaction.NORMAL,
+    Bethesda.III: interaction.LOW_GRADE,
+    Bethesda.IV: interaction.LOW_GRADE,
+    Bethesda.V: interaction.HIGH_GRADE,
+    Bethesda.VI: interaction.HIGH_GRADE,
+}
+
+
+def reference_category(result: ReferenceStandardResult) -> str | None:
+    """The result on the readers' scale (normal, low-grade, high-grade); None
+    when it cannot say (non-diagnostic cytology, no value recorded). Bethesda V
+    counts high-grade here though `is_high_grade` leaves it undecided."""
+    if result.kind == ReferenceKind.CERVICAL_HISTOLOGY:
+        return _CERVICAL_CATEGORY.get(result.cervical_histology)
+    if result.kind == ReferenceKind.THYROID_HISTOLOGY:
+        return _THYROID_CATEGORY.get(result.thyroid_histology)
+    if result.bethesda_category is None:
+        return None
+    return _BETHESDA_CATEGORY.get(result.bethesda_category)
+
+
 def _reference(results: Sequence[ReferenceStandardResult]) -> ReferenceStandardResult | None:
     """The latest histology, else the latest conclusive result, else the latest."""
     return max(
@@ -542,6 +588,7 @@ def _participant_row(
     row["reference_n"] = len(references)
     row["reference_kind"] = reference.kind if reference else None
     row["reference_high_grade"] = reference.is_high_grade if reference else None
+    row["reference_category"] = reference_category(reference) if reference else None
     row["reference_sample_date"] = reference.sample_date if reference else None
     row["reference_result_date"] = reference.result_date if reference else None
     randomized_on = _local_date(allocation.allocated_at)

@@ -37,6 +37,10 @@ None and `TrialAnalysis.notes` says why. Definitions (the reports quote them):
   common number of panel reads (Fleiss needs a fixed number of raters), Gwet's
   AC1 over all of them; clinical final category against the panel majority,
   linearly weighted κ on normal / low-grade / high-grade.
+- Bland–Altman (limits of agreement, per group): the final clinical read's
+  largest diameter (thyroid) minus the mean of the panel first reads' (the
+  latest version of each read), and the unaided reading time minus the final
+  one (the sequential reads); at least 3 pairs, else a note.
 - Time to diagnosis: days from randomization to the conclusive reference
   result (an event); without one, censored at the day follow-up stopped if it
   did, else at the analysis date (`generated_at`), counted from the day of
@@ -59,6 +63,7 @@ None and `TrialAnalysis.notes` says why. Definitions (the reports quote them):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import math
 import statistics
@@ -87,10 +92,12 @@ from analysis.results import (
 )
 from analysis.selectors import ExportScope
 from analysis.stats import (
+    BlandAltman,
     Estimate,
     KaplanMeierResult,
     StatsInputError,
     TestResult,
+    bland_altman,
     cohen_kappa,
     conditional_power,
     cox_hazard_ratio,
@@ -441,6 +448,72 @@ def _agreement(participants: Sequence[Row], reads: Sequence[Row], notes: list[st
     return AgreementResult(fleiss, ac1, clinical, len(rated))
 
 
+# --- Bland–Altman --------------------------------------------------------------------------------
+
+BLAND_ALTMAN_MIN_PAIRS = 3
+DIAMETER_COMPARISON = "Largest diameter (mm): final clinical read − panel mean"
+READING_TIME_COMPARISON = "Reading time (s): unaided − final clinical read"
+
+
+def _latest_versions(reads: Iterable[Row]) -> list[Row]:
+    """The latest version of each (participant, task, reader, phase) read."""
+    latest: dict[tuple[Any, ...], Row] = {}
+    for r in reads:
+        key = (r.get("study_id"), r.get("task_kind"), r.get("reread"), r.get("reader"), r.get("phase"))
+        if key not in latest or (r.get("version") or 0) > (latest[key].get("version") or 0):
+            latest[key] = r
+    return list(latest.values())
+
+
+def _diameter_pairs(reads: Sequence[Row]) -> dict[str, tuple[float, float]]:
+    """Study id → (final clinical read's largest diameter, mean of the panel
+    first reads' largest diameters), where both were recorded (thyroid)."""
+    clinical: dict[str, float] = {}
+    panel: dict[str, list[float]] = {}
+    for r in _latest_versions(reads):
+        value = r.get("largest_diameter_mm")
+        if value is None or r.get("phase") != Phase.FINAL:
+            continue
+        if r.get("task_kind") == TaskKind.CLINICAL:
+            clinical[str(r["study_id"])] = float(value)
+        elif r.get("task_kind") == TaskKind.PANEL and not r.get("reread"):
+            panel.setdefault(str(r["study_id"]), []).append(float(value))
+    return {sid: (clinical[sid], statistics.fmean(panel[sid])) for sid in clinical if panel.get(sid)}
+
+
+def _bland_altman_comparisons(
+    groups: list[str], rows_by_group: Mapping[str, list[Row]], reads: Sequence[Row], closed: bool, notes: list[str]
+) -> dict[str, BlandAltman]:
+    """Limits of agreement of the final clinical read's largest diameter
+    against the panel mean (thyroid), and of the unaided reading time against
+    the final one (the AI-assisted arm's sequential reads); per group in a
+    closed analysis ("name (group)"), pooled in an open one. Fewer than
+    `BLAND_ALTMAN_MIN_PAIRS` pairs: a note instead."""
+    diameters = _diameter_pairs(reads)
+    results: dict[str, BlandAltman] = {}
+    for group in groups:
+        rows = rows_by_group[group]
+        suffix = f" ({group})" if closed else ""
+        comparisons = {
+            DIAMETER_COMPARISON: [diameters[str(r["study_id"])] for r in rows if str(r["study_id"]) in diameters],
+            READING_TIME_COMPARISON: [
+                (float(r["unaided_time_spent_s"]), float(r["final_time_spent_s"]))
+                for r in rows
+                if r.get("unaided_time_spent_s") is not None and r.get("final_time_spent_s") is not None
+            ],
+        }
+        for name, pairs in comparisons.items():
+            label = name + suffix
+            if len(pairs) < BLAND_ALTMAN_MIN_PAIRS:
+                notes.append(f"Bland–Altman {label} not computed (needs {BLAND_ALTMAN_MIN_PAIRS} pairs; {len(pairs)}).")
+                continue
+            first, second = [a for a, _ in pairs], [b for _, b in pairs]
+            result = _attempt(notes, f"Bland–Altman {label}", functools.partial(bland_altman, first, second))
+            if result is not None:
+                results[label] = result
+    return results
+
+
 # --- Time to diagnosis -------------------------------------------------------------------------------
 
 
@@ -661,6 +734,7 @@ def analyse(
         notes=notes,
         outline_dice=dice_by_group,
         outline_dice_n=dice_n,
+        bland_altman=_bland_altman_comparisons(groups, rows_by_group, reads, closed, notes),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from analysis.stats import Estimate, KaplanMeierResult, TestResult
+from analysis.stats import BlandAltman, Estimate, KaplanMeierResult, TestResult
 
 POOLED = "All"
 
@@ -98,6 +98,17 @@ class ErrorCase:
     image_id: int | None
 
 
+@dataclass(frozen=True)
+class ChecklistItem:
+    """One item of the CONSORT-AI extension: `filled` when the platform wrote
+    `text` from the trial's data, else `text` says what the authors must add."""
+
+    item: str  # "5(i)"
+    topic: str
+    filled: bool
+    text: str
+
+
 @dataclass
 class TrialAnalysis:
     trial_code: str
@@ -121,3 +132,8 @@ class TrialAnalysis:
     # read, same image and frame), per group, with the number of outlines.
     outline_dice: dict[str, Estimate | None] = field(default_factory=dict)
     outline_dice_n: dict[str, int] = field(default_factory=dict)
+    # Bland–Altman limits of agreement, keyed by the comparison
+    # ("Reading time (s): unaided − final"; closed: "… (arm)").
+    bland_altman: dict[str, BlandAltman] = field(default_factory=dict)
+    # The CONSORT-AI checklist (analysis.checklist), filled after analyse.
+    consort_ai: list[ChecklistItem] = field(default_factory=list)

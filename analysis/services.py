@@ -7,6 +7,9 @@ each step that matters recorded in the audit trail."""
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,9 @@ from trial.services.checks import authorize
 
 DATA_FILES = ("participants.csv", "reads.csv")
 DICTIONARY_FILE = "data_dictionary.csv"
+MANIFEST_FILE = "manifest.json"
+# A fixed time stamp in the zip entries: the same export gives the same zip.
+_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def sha256(data: bytes) -> str:
@@ -72,6 +78,27 @@ class AnalysisExport:
             },
             "rows": {"participants": len(self.datasets.participants.rows), "reads": len(self.datasets.reads.rows)},
         }
+
+    def bundle(self) -> dict[str, bytes]:
+        """Every file of the export as handed out (the command's folder, the
+        download's zip): the data sets, the data dictionary and manifest.json."""
+        manifest = (json.dumps(self.manifest(), indent=2) + "\n").encode("utf-8")
+        return {**self.files, MANIFEST_FILE: manifest}
+
+    def zip_bytes(self) -> bytes:
+        """The bundle as a zip archive, the files at its top level."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in self.bundle().items():
+                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE_TIME)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, data)
+        return buffer.getvalue()
+
+    @property
+    def zip_name(self) -> str:
+        return f"consilium-{self.datasets.scope.trial.code}-analysis-data-{self.data_sha256[:12]}.zip"
 
 
 @transaction.atomic

@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from analysis import selectors, services
 from analysis.forms import ReportRequestForm
@@ -88,3 +88,28 @@ def report_download(request: HttpRequest, pk: int) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     response["X-Content-SHA256"] = report.sha256
     return response
+
+
+def export_zip_response(export: services.AnalysisExport) -> HttpResponse:
+    """The export's zip as an attachment named after the trial and data hash."""
+    data = export.zip_bytes()
+    response = HttpResponse(data, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{export.zip_name}"'
+    response["Content-Length"] = str(len(data))
+    response["X-Data-SHA256"] = export.data_sha256
+    # Per-user content (the role decides the arm labels): shared caches must not keep it.
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_POST
+def data_download(request: HttpRequest, pk: int) -> HttpResponse:
+    """The analysis data sets of one trial as a zip (POST: each download is an
+    audited export)."""
+    scope = selectors.export_scope(request.user, pk)
+    try:
+        export = services.analysis_export_create(actor=Actor.from_request(request), trial=scope.trial)
+    except DomainError as error:
+        return HttpResponse(error.message, status=error.status_code, content_type="text/plain; charset=utf-8")
+    return export_zip_response(export)

@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/", include("imaging.api_urls")),
     path("api/v1/", include("ai_engine.api_urls")),
     path("api/v1/", include("readings.api_urls")),
+    path("api/v1/", include("analysis.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("randomization/", include("randomization.urls")),

@@ -11,6 +11,7 @@ from analysis.results import (
     POOLED,
     AgreementResult,
     BaselineRow,
+    ChecklistItem,
     ConsortFlow,
     ErrorCase,
     GroupOutcome,
@@ -18,7 +19,7 @@ from analysis.results import (
     PrimaryResult,
     TrialAnalysis,
 )
-from analysis.stats import Estimate, TestResult, group_sequential_bounds, kaplan_meier
+from analysis.stats import Estimate, TestResult, bland_altman, group_sequential_bounds, kaplan_meier
 
 ARMS = ("ai_assisted", "specialist_only")
 
@@ -102,4 +103,14 @@ def make_analysis(*, closed: bool, n: int = 2000, seed: int = 1) -> TrialAnalysi
         if closed
         else [],
         notes=["Staging agreement: 12 reads had no reference category."],
+        bland_altman={
+            "Reading time (s): unaided − final clinical read" + ("" if g == POOLED else f" ({g})"): bland_altman(
+                rng.normal(95, 20, per[g] // 2), rng.normal(80, 20, per[g] // 2)
+            )
+            for g in groups
+        },
+        consort_ai=[
+            ChecklistItem("1a,b(i)", "AI in the title and abstract", False, "say that the intervention involves AI"),
+            ChecklistItem("5(i)", "AI version", True, "combined-thyroid 1.0 (sha256 " + "cd" * 32 + "): 812 images"),
+        ],
     )

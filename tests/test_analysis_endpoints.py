@@ -21,6 +21,7 @@ from analysis.results import POOLED, ConsortFlow
 from analysis.selectors import ExportScope
 from analysis.stats import (
     Estimate,
+    bland_altman,
     cohen_kappa,
     conditional_power,
     fleiss_kappa,
@@ -480,3 +481,58 @@ def test_outline_dice_compares_the_ai_mask_with_the_readers_outline_on_the_ai_fr
     estimate = analysis.outline_dice[group]
     assert estimate is not None and estimate.value == pytest.approx(sum(expected.values()) / 2)
     assert estimate.ci_low <= estimate.value <= estimate.ci_high
+
+
+# --- Bland–Altman ------------------------------------------------------------------------------------
+
+
+def test_bland_altman_of_reading_time_and_of_the_diameter_against_the_panel() -> None:
+    unaided = {0: 120, 1: 90, 2: 150, 3: 60, 4: 100}
+    final = {0: 100, 1: 95, 2: 110, 3: 70, 4: 80}
+    rows = [
+        person(n, "A" if n < 3 else "B", unaided_time_spent_s=unaided[n], final_time_spent_s=final[n]) for n in range(5)
+    ]
+    rows.append(person(5, "B", final_time_spent_s=40))  # no unaided read: not a pair
+    clinical = {"P000": 18.0, "P001": 22.0, "P002": 9.0, "P003": 31.0}
+    panel = {"P000": [17.0, 20.0], "P001": [22.0], "P002": [10.0, 11.0, 9.0], "P003": [30.0, 29.0]}
+    reads = [
+        read(sid, "low-grade", task_kind="clinical", largest_diameter_mm=v, version=2) for sid, v in clinical.items()
+    ]
+    # The clinical reads were corrected: the earlier version does not count.
+    reads.append(read("P000", "low-grade", task_kind="clinical", largest_diameter_mm=99.0, version=1))
+    reads += [
+        read(sid, "low-grade", largest_diameter_mm=v, reader=f"R{k}")
+        for sid, vs in panel.items()
+        for k, v in enumerate(vs)
+    ]
+    reads.append(read("P001", "low-grade", largest_diameter_mm=80.0, reread=True))  # re-reads are left out
+    reads.append(read("P002", "low-grade", task_kind="clinical", phase="unaided", largest_diameter_mm=50.0))
+
+    pooled = endpoints.analyse(data(rows, reads, arm_mode="none"), closed=False, consort=FLOW)
+    time = pooled.bland_altman[endpoints.READING_TIME_COMPARISON]
+    expected = bland_altman([unaided[n] for n in range(5)], [final[n] for n in range(5)])
+    assert time == expected
+    diameter = pooled.bland_altman[endpoints.DIAMETER_COMPARISON]
+    panel_means = [sum(v) / len(v) for v in panel.values()]
+    assert diameter == bland_altman(list(clinical.values()), panel_means)
+    assert diameter.n == 4 and diameter.mean_difference == pytest.approx((-0.5 + 0 - 1 + 1.5) / 4, abs=1e-12)
+
+    closed = endpoints.analyse(data(rows, reads), closed=True, consort=FLOW)
+    # Arm A: 3 pairs of each; arm B: 2 reading-time pairs and 1 diameter pair, too few.
+    assert set(closed.bland_altman) == {
+        f"{endpoints.READING_TIME_COMPARISON} (A)",
+        f"{endpoints.DIAMETER_COMPARISON} (A)",
+    }
+    assert closed.bland_altman[f"{endpoints.READING_TIME_COMPARISON} (A)"] == bland_altman(
+        [120, 90, 150], [100, 95, 110]
+    )
+    assert f"Bland–Altman {endpoints.READING_TIME_COMPARISON} (B) not computed (needs 3 pairs; 2)." in closed.notes
+    assert f"Bland–Altman {endpoints.DIAMETER_COMPARISON} (B) not computed (needs 3 pairs; 1)." in closed.notes
+
+
+def test_bland_altman_with_too_few_pairs_is_a_note() -> None:
+    rows = [person(n, unaided_time_spent_s=60 + n, final_time_spent_s=50) for n in range(2)]
+    result = endpoints.analyse(data(rows, arm_mode="none"), closed=False, consort=FLOW)
+    assert result.bland_altman == {}
+    assert f"Bland–Altman {endpoints.READING_TIME_COMPARISON} not computed (needs 3 pairs; 2)." in result.notes
+    assert f"Bland–Altman {endpoints.DIAMETER_COMPARISON} not computed (needs 3 pairs; 0)." in result.notes

@@ -83,6 +83,9 @@ def test_closed_report_renders_every_section() -> None:
         "Risk difference, ai_assisted ",
         "5. Agreement",
         "Fleiss",
+        "Bland\\226Altman limits of agreement",  # the en dash, WinAnsi octal as drawn
+        "final clinical\nread (specialist_only)",
+        "17.09 (12.02 to 22.16)",
         "6. Time to diagnosis",
         "Numbers at risk",
         "Log-rank",
@@ -93,6 +96,9 @@ def test_closed_report_renders_every_section() -> None:
         "false negative",
         "Notes",
         "12 reads had no reference category.",
+        "9. CONSORT-AI checklist",
+        "To be completed by the authors: say that the intervention involves AI",
+        "Filled by Consilium: combined-thyroid 1.0",
     ):
         assert expected in text, expected
     # Numbers at risk at day 0 are everyone in the group.
@@ -123,6 +129,7 @@ def test_open_report_has_no_arm_names_nor_per_arm_results() -> None:
     assert "The comparison between arms is in the closed report only." in text
     assert "8. AI error analysis" not in text and "Log-rank" not in text
     assert "The observed z is in the closed report only." in text
+    assert "Bland\\226Altman limits of agreement" in text and "9. CONSORT-AI checklist" in text
     for word in ARM_WORDS:
         assert word not in pdf, word
     assert POOLED in text.splitlines()

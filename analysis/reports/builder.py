@@ -13,6 +13,7 @@ from collections.abc import Callable
 from django.core.files.storage import default_storage
 
 from analysis import services
+from analysis.checklist import consort_ai_checklist
 from analysis.datasets import build_datasets
 from analysis.models import Report, ReportKind
 from analysis.reports.pdf import render_report
@@ -83,6 +84,7 @@ def _build(report: Report) -> Report:
         images=images,
         outline_dice=endpoints.outline_dice_by_participant(report.trial),
     )
+    analysis.consort_ai = consort_ai_checklist(report.trial, analysis)
     services.report_progress(report, *services.REPORT_STEPS["render"])
     thumbnails = _thumbnails([case.image_id for case in analysis.errors if case.image_id is not None])
     pdf = render_report(

@@ -37,8 +37,8 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from analysis.results import POOLED, ConsortFlow, ErrorCase, TrialAnalysis
-from analysis.stats import Estimate
+from analysis.results import POOLED, ChecklistItem, ConsortFlow, ErrorCase, TrialAnalysis
+from analysis.stats import BlandAltman, Estimate
 
 Thumbnail = Callable[[int], bytes | None]
 
@@ -108,11 +108,12 @@ def render_report(
             "4. Primary result",
             [Paragraph("The comparison between arms is in the closed report only.", _BODY)],
         )
-    story += _section("5. Agreement", [_agreement_table(analysis)])
+    story += _section("5. Agreement", [_agreement_table(analysis), *_bland_altman(analysis.bland_altman)])
     story += _section("6. Time to diagnosis", _survival(analysis))
     story += _section("7. Interim look", _interim(analysis))
     if analysis.closed:
         story += _section("8. AI error analysis", _errors(analysis.errors, thumbnail))
+    story += _section("9. CONSORT-AI checklist", _checklist(analysis.consort_ai))
     story += _section("Notes", _notes(analysis))
     document.build(story, onFirstPage=on_page, onLaterPages=on_page)
     return buffer.getvalue()
@@ -497,6 +498,64 @@ def _errors(errors: list[ErrorCase], thumbnail: Thumbnail | None) -> list[Flowab
                 row.append("–")
         rows.append(row)
     return [KeepTogether([_p(f"{len(errors)} cases.", _BODY)]), _table(rows)]
+
+
+def _bland_altman(comparisons: dict[str, BlandAltman]) -> list[Flowable]:
+    """One Bland–Altman plot (differences against averages; the mean
+    difference and the limits of agreement, their 95 % intervals shaded) and
+    a one-line table per comparison."""
+    story: list[Flowable] = [Spacer(1, 6), Paragraph("Bland–Altman limits of agreement", _STYLES["Heading3"])]
+    if not comparisons:
+        story.append(_p("No Bland–Altman comparison had enough pairs (see the notes).", _BODY))
+        return story
+    for name, result in comparisons.items():
+        fig, ax = plt.subplots(figsize=(6, 2.8))
+        ax.scatter(result.averages, result.differences, s=8, alpha=0.5, color="tab:blue")
+        lines = (
+            (result.mean_difference, result.mean_difference_ci, "tab:red", "Mean difference"),
+            (result.lower_limit, result.lower_limit_ci, "tab:grey", "Limits of agreement"),
+            (result.upper_limit, result.upper_limit_ci, "tab:grey", None),
+        )
+        for value, (low, high), colour, label in lines:
+            ax.axhline(value, color=colour, linestyle="--", linewidth=1, label=label)
+            ax.axhspan(low, high, color=colour, alpha=0.15)
+        ax.set_xlabel("Mean of the two measurements")
+        ax.set_ylabel("Difference")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+        rows: list[list[Any]] = [
+            ["Comparison", "n", "Mean difference (95 % CI)", "Lower limit (95 % CI)", "Upper limit (95 % CI)"],
+            [
+                name,
+                str(result.n),
+                _interval(result.mean_difference, result.mean_difference_ci),
+                _interval(result.lower_limit, result.lower_limit_ci),
+                _interval(result.upper_limit, result.upper_limit_ci),
+            ],
+        ]
+        widths = [5.5 * cm, 1.2 * cm, *([(_WIDTH - 6.7 * cm) / 3] * 3)]
+        story += [KeepTogether([_figure(fig, _WIDTH * 0.8), _table(rows, widths)]), Spacer(1, 6)]
+    return story
+
+
+def _interval(value: float, ci: tuple[float, float]) -> str:
+    return f"{value:.2f} ({ci[0]:.2f} to {ci[1]:.2f})"
+
+
+def _checklist(items: list[ChecklistItem]) -> list[Flowable]:
+    if not items:
+        return [_p("The checklist was not prepared for this analysis.", _BODY)]
+    intro = _p(
+        "Items of the CONSORT-AI extension (Liu et al., Nat Med 2020;26:1364–1374). "
+        '"Filled by Consilium" is written from the trial\'s data; the rest is for the authors.',
+        _BODY,
+    )
+    rows: list[list[Any]] = [["Item", "Topic", "Content"]]
+    for item in items:
+        text = f"Filled by Consilium: {item.text}" if item.filled else f"To be completed by the authors: {item.text}"
+        rows.append([item.item, item.topic, text])
+    return [intro, Spacer(1, 4), _table(rows, [1.5 * cm, 4 * cm, _WIDTH - 5.5 * cm])]
 
 
 def _notes(analysis: TrialAnalysis) -> list[Flowable]:

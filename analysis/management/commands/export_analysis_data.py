@@ -7,7 +7,6 @@ the export is recorded in the audit trail like any other."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,6 @@ class Command(BaseCommand):
         except (PermissionDenied, Http404) as error:
             raise CommandError(str(error)) from error
         out.mkdir(parents=True, exist_ok=True)
-        for name, data in export.files.items():
+        for name, data in export.bundle().items():
             (out / name).write_bytes(data)
-        (out / "manifest.json").write_text(json.dumps(export.manifest(), indent=2) + "\n", encoding="utf-8")
         self.stdout.write(f"{out}: data sha256 {export.data_sha256} (audit event {export.event.sequence})")
