@@ -15,11 +15,9 @@ None and `TrialAnalysis.notes` says why. Definitions (the reports quote them):
 - Sampling rate: `final_sampling_recommended` (biopsy or FNA), Wilson.
 - Reading time: the median over participants of the clinical read's time
   spent, the unaided and final phases added when both were recorded.
-- Staging κ: the reference standard has no three-level category in the data
-  sets, only high-grade or not, so both sides are put on two levels —
-  high-grade against not high-grade (normal and low-grade read categories
-  together) — and the linearly weighted κ is computed on that 2×2 table
-  (with two levels it equals Cohen's κ).
+- Staging κ: the final read's category against the reference category
+  (`reference_category`: normal / low-grade / high-grade, its mapping in the
+  data dictionary), linearly weighted κ on the 3×3 table.
 - AI stand-alone AUC: `ai_high_grade_probability` against the reference,
   DeLong interval, when at least 2 positives and 2 negatives.
 - AI influence: participants with both an unaided and a final category (the
@@ -265,17 +263,15 @@ def _group_outcome(group: str, rows: list[Row], notes: list[str]) -> GroupOutcom
         notes.append(f"{label}reading time not computed (no read recorded its time).")
 
     staged = [
-        (r["final_category"] == HIGH_GRADE, bool(r["reference_high_grade"]))
+        (r["final_category"], r["reference_category"])
         for r in rows
-        if r.get("final_category") is not None and r.get("reference_high_grade") is not None
+        if r.get("final_category") in CATEGORIES and r.get("reference_category") in CATEGORIES
     ]
     staging: Estimate | None = None
     if len(staged) < 2:
         notes.append(f"{label}staging κ not computed (fewer than 2 participants with a read and a reference).")
     else:
-        table = [
-            [sum(1 for read, ref in staged if read is a and ref is b) for b in (False, True)] for a in (False, True)
-        ]
+        table = [[sum(1 for read, ref in staged if read == a and ref == b) for b in CATEGORIES] for a in CATEGORIES]
         staging = _finite_estimate(
             notes,
             f"{label}staging κ",

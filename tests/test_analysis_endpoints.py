@@ -94,6 +94,7 @@ def diagnosed(arm: str, start: int, diseased: int, detected: int, healthy: int, 
                 start + i,
                 arm,
                 reference_high_grade=True,
+                reference_category="high-grade",
                 final_high_grade=hit,
                 final_category="high-grade" if hit else "low-grade",
                 days_to_diagnosis=10 + i,
@@ -106,6 +107,7 @@ def diagnosed(arm: str, start: int, diseased: int, detected: int, healthy: int, 
                 start + diseased + i,
                 arm,
                 reference_high_grade=False,
+                reference_category="normal" if i % 2 else "low-grade",
                 final_high_grade=not ok,
                 final_category="normal" if ok else "high-grade",
                 days_to_diagnosis=20 + i,
@@ -150,8 +152,14 @@ def test_sensitivity_specificity_and_the_primary_comparison_by_arm() -> None:
     ).odds_ratio
     close(result.primary.adjusted_odds_ratio, expected)
     assert result.primary.adjusted_odds_ratio is not None and result.primary.adjusted_odds_ratio.value > 1
-    # Two levels (high-grade or not) on both sides: A's table is [[9, 2], [1, 8]].
-    close(a.staging_kappa, cohen_kappa([[9, 2], [1, 8]], weights="linear"))
+    # Three levels (normal, low-grade, high-grade) on both sides, linearly weighted.
+    levels = ["normal", "low-grade", "high-grade"]
+    rows_a = [r for r in trial_rows() if r["arm"] == "A"]
+    table_a = [
+        [sum(1 for r in rows_a if r["final_category"] == read and r["reference_category"] == ref) for ref in levels]
+        for read in levels
+    ]
+    close(a.staging_kappa, cohen_kappa(table_a, weights="linear"))
     assert result.data_hash and len(result.data_hash) == 64
     assert result.errors == []  # no AI results in these rows
 
