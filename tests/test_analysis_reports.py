@@ -10,6 +10,7 @@ import io
 import re
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -419,3 +420,30 @@ def test_a_real_worker_builds_a_requested_report(make_user: Any, redis_broker: s
     with default_storage.open(report.file.name, "rb") as handle:
         assert services.sha256(handle.read()) == report.sha256
     assert "analysis.build_report" in worker.log()
+
+
+def test_error_case_pictures_are_the_ai_overlay_shrunk_else_the_images_thumbnail(
+    make_case: Callable[..., Any],
+) -> None:
+    import io as _io
+
+    from PIL import Image as PILImage
+
+    from ai_engine.models import AiResult
+    from analysis.reports import builder
+    from randomization.models import Arm
+
+    case = make_case(Arm.AI_ASSISTED, images=("palette",))
+    image = case.images[0]
+    result = AiResult.objects.get(image=image)
+    assert result.overlay and result.overlay_sha256
+    picture = builder._thumbnails([image.pk])(image.pk)
+    assert picture is not None
+    with PILImage.open(_io.BytesIO(picture)) as shrunk:
+        assert max(shrunk.size) == builder.THUMBNAIL_EDGE
+        assert shrunk.size[0] / shrunk.size[1] == pytest.approx(image.columns / image.rows, rel=0.02)
+    # An overlay that fails its sha256 is not used: the image's own thumbnail is.
+    AiResult.objects.filter(pk=result.pk).update(overlay_sha256="0" * 64)
+    fallback = builder._thumbnails([image.pk])(image.pk)
+    with image.thumbnail.open("rb") as handle:
+        assert fallback == handle.read()

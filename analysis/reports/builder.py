@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import logging
 from collections.abc import Callable
 
 from django.core.files.storage import default_storage
+from PIL import Image as PILImage
 
+from ai_engine.models import AiResult, AiResultStatus
 from analysis import services
 from analysis.checklist import consort_ai_checklist
 from analysis.datasets import build_datasets
 from analysis.models import Report, ReportKind
 from analysis.reports.pdf import render_report
+from imaging import storage
 from imaging.models import Image
+from imaging.storage import StoredFileCorrupt
 from trial.errors import NotAllowed
 
 log = logging.getLogger(__name__)
@@ -38,12 +43,34 @@ def build_report(report_pk: int) -> Report:
         return services.report_fail(report, f"{type(error).__name__}: {error}")
 
 
+THUMBNAIL_EDGE = 200
+
+
 def _thumbnails(image_ids: list[int]) -> Callable[[int], bytes | None]:
-    """The stored thumbnails (PNG) of the error cases' images, read when the
-    PDF draws them; None where an image has none (or it cannot be read)."""
+    """Pictures of the error cases' images, read when the PDF draws them: the
+    AI overlay (the image with the AI's mask drawn on it, verified against its
+    sha256) shrunk to a thumbnail, else the image's stored thumbnail; None
+    where neither can be read."""
+    overlays = {
+        image_id: (name, sha256)
+        for image_id, name, sha256 in AiResult.objects.filter(image_id__in=image_ids, status=AiResultStatus.DONE)
+        .exclude(overlay="")
+        .order_by("finished_at")
+        .values_list("image_id", "overlay", "overlay_sha256")
+    }
     names = dict(Image.objects.filter(pk__in=image_ids).exclude(thumbnail="").values_list("pk", "thumbnail"))
 
     def thumbnail(image_id: int) -> bytes | None:
+        if image_id in overlays:
+            name, sha256 = overlays[image_id]
+            try:
+                with PILImage.open(io.BytesIO(storage.read_verified(name, sha256))) as picture:
+                    picture.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE))
+                    buffer = io.BytesIO()
+                    picture.convert("RGB").save(buffer, format="PNG")
+                    return buffer.getvalue()
+            except (OSError, StoredFileCorrupt) as error:
+                log.warning("AI overlay %s of image %s could not be used: %s", name, image_id, error)
         name = names.get(image_id)
         if not name:
             return None
