@@ -292,6 +292,10 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 # before each task, ai_engine.tasks still drops a connection that failed or
 # outlived DB_CONN_MAX_AGE (as Django does at each request).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100)
+# Planned interim looks of the closed reports, as information fractions
+# (analysed / planned sample size); the final look is at 1.
+ANALYSIS_INTERIM_FRACTIONS = [float(f) for f in env_list("ANALYSIS_INTERIM_FRACTIONS", ["0.3333", "0.6667"])]
+
 CELERY_TASK_ROUTES = {"ai_engine.*": {"queue": "inference"}, "analysis.*": {"queue": "reports"}}
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)  # on for Flower
 CELERY_BEAT_SCHEDULE = {

@@ -11,6 +11,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -447,3 +448,61 @@ def test_error_case_pictures_are_the_ai_overlay_shrunk_else_the_images_thumbnail
     fallback = builder._thumbnails([image.pk])(image.pk)
     with image.thumbnail.open("rb") as handle:
         assert fallback == handle.read()
+
+
+POPPLER = ("/usr/bin/pdftoppm", "/usr/bin/pdftotext")
+CLOSED_SECTIONS = [
+    "1. CONSORT-AI flow diagram",
+    "2. Baseline characteristics",
+    "3. Outcomes",
+    "4. Primary result",
+    "5. Agreement",
+    "6. Time to diagnosis",
+    "7. Interim look",
+    "8. AI error analysis",
+    "9. CONSORT-AI checklist",
+]
+
+
+def test_a_closed_report_of_a_simulated_trial_renders_in_poppler_with_every_section(
+    simulated: dict[str, Any], tmp_path: Any
+) -> None:
+    """What a reader's PDF viewer does: poppler (.ci/run installs
+    poppler-utils) draws every page and finds every section's heading."""
+    import subprocess
+
+    from PIL import Image as PILImage
+
+    missing = [tool for tool in POPPLER if not Path(tool).is_file()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: install poppler-utils (.ci/run does).", pytrace=False)
+    trial, user = simulated["trial"], simulated["dsmb"]
+    report = services.report_request(actor=actor_for(user), trial=trial, kind="closed")
+    built = build_report(report.pk)
+    assert built.status == ReportStatus.DONE, built.error
+    path = tmp_path / "report.pdf"
+    with built.file.open("rb") as handle:
+        path.write_bytes(handle.read())
+    subprocess.run([POPPLER[0], "-r", "40", "-png", str(path), str(tmp_path / "page")], check=True, timeout=120)
+    pages = sorted(tmp_path.glob("page*.png"))
+    assert len(pages) >= 5
+    for page in pages:
+        with PILImage.open(page) as picture:
+            extrema = picture.convert("L").getextrema()
+        assert extrema[0] < extrema[1], f"{page.name} is blank"
+    text = subprocess.run(
+        [POPPLER[1], "-layout", str(path), "-"], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    for heading in CLOSED_SECTIONS:
+        assert heading in text, heading
+    assert "Lan–DeMets" in text or "boundary" in text.lower()
+
+
+def test_the_interim_looks_so_far_are_the_planned_fractions_passed_and_this_one(settings: Any) -> None:
+    from analysis.reports.builder import interim_timing
+
+    settings.ANALYSIS_INTERIM_FRACTIONS = [2 / 3, 1 / 3]
+    assert interim_timing(300, 0) is None and interim_timing(0, 10) is None
+    assert interim_timing(300, 60) == [pytest.approx(0.2)]
+    assert interim_timing(300, 150) == [pytest.approx(1 / 3), pytest.approx(0.5)]
+    assert interim_timing(300, 400) == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]

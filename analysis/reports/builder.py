@@ -11,6 +11,7 @@ import io
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
@@ -44,6 +45,18 @@ def build_report(report_pk: int) -> Report:
 
 
 THUMBNAIL_EDGE = 200
+
+
+def interim_timing(planned_sample_size: int, analysed: int) -> list[float] | None:
+    """The information times of the looks so far: the planned interim
+    fractions (ANALYSIS_INTERIM_FRACTIONS) already passed, then this look's
+    fraction, analysed / planned sample size (at most 1); None before anyone
+    is analysed or without a planned size."""
+    if planned_sample_size <= 0 or analysed <= 0:
+        return None
+    fraction = min(analysed / planned_sample_size, 1.0)
+    planned = sorted(float(f) for f in settings.ANALYSIS_INTERIM_FRACTIONS)
+    return [f for f in planned if f < fraction - 1e-9] + [fraction]
 
 
 def _thumbnails(image_ids: list[int]) -> Callable[[int], bytes | None]:
@@ -110,6 +123,7 @@ def _build(report: Report) -> Report:
         consort=flow,
         images=images,
         outline_dice=endpoints.outline_dice_by_participant(report.trial),
+        timing=interim_timing(report.trial.planned_sample_size, sum(flow.analysed.values())) if closed else None,
     )
     analysis.consort_ai = consort_ai_checklist(report.trial, analysis)
     services.report_progress(report, *services.REPORT_STEPS["render"])
