@@ -61,6 +61,7 @@ from readings import services as reading_services
 from readings.models import Phase, Read, ReadingTask, ReadStatus, TaskKind, TaskStatus
 from trial import services
 from trial.actors import Actor
+from trial.demo_protocol import COVARIATES, ELIGIBILITY_CRITERIA
 from trial.models import (
     Bethesda,
     CervicalHistology,
@@ -85,50 +86,6 @@ SIMULATED_ITERATIONS = 1000
 IMAGE_SIZE = 128
 ULTRASOUND_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 
-ELIGIBILITY_CRITERIA: list[dict[str, Any]] = [
-    {"code": "INC-AGE", "text": "Aged 18 years or older", "kind": "inclusion", "indication": None},
-    {"code": "INC-CONSENT", "text": "Able to give informed consent", "kind": "inclusion", "indication": None},
-    {
-        "code": "INC-COLPO",
-        "text": "Referred for colposcopy after an abnormal screening test",
-        "kind": "inclusion",
-        "indication": "cervical",
-    },
-    {
-        "code": "INC-NODULE",
-        "text": "Thyroid nodule ≥ 1 cm referred for ultrasound assessment",
-        "kind": "inclusion",
-        "indication": "thyroid",
-    },
-    {"code": "EXC-PREGNANT", "text": "Pregnancy beyond 20 weeks", "kind": "exclusion", "indication": "cervical"},
-    {
-        "code": "EXC-TREATED",
-        "text": "Previous excisional treatment of the cervix",
-        "kind": "exclusion",
-        "indication": "cervical",
-    },
-    {"code": "EXC-THYROIDECTOMY", "text": "Previous thyroid surgery", "kind": "exclusion", "indication": "thyroid"},
-    {
-        "code": "EXC-OTHER-TRIAL",
-        "text": "Taking part in another interventional trial",
-        "kind": "exclusion",
-        "indication": None,
-    },
-]
-COVARIATES: list[dict[str, Any]] = [
-    {
-        "name": "hpv_status",
-        "label": "HPV status",
-        "choices": ["positive", "negative", "unknown"],
-        "indication": "cervical",
-    },
-    {
-        "name": "nodule_size_band",
-        "label": "Nodule size band",
-        "choices": ["10-19 mm", "20-39 mm", "40+ mm"],
-        "indication": "thyroid",
-    },
-]
 SITES = [
     ("S01", "Northbridge University Hospital", "United Kingdom", 0.40),
     ("S02", "St Agnes Women's and Endocrine Centre", "Ireland", 0.35),
