@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from trial.admin import trial_admin_site
@@ -26,3 +28,14 @@ urlpatterns = [
 ]
 
 admin.site.site_header = "Consilium administration"
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A URL that names no endpoint: JSON under /api/ (as the API's own
+    404s, which its schema documents), the site's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "code": "NotFound"}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+handler404 = not_found

@@ -9,6 +9,11 @@ urlpatterns = [
         apis.ParticipantImagesExportApi.as_view(),
         name="api-participant-images-export",
     ),
+    path(
+        "participants/<int:pk>/images/ai-status/",
+        apis.ParticipantImagesAiStatusApi.as_view(),
+        name="api-participant-images-ai-status",
+    ),
     path("images/<int:pk>/", apis.ImageDetailApi.as_view(), name="api-image-detail"),
     path("images/<int:pk>/preview.png", apis.ImagePreviewApi.as_view(), name="api-image-preview"),
     path("images/<int:pk>/thumbnail.png", apis.ImageThumbnailApi.as_view(), name="api-image-thumbnail"),

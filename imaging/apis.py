@@ -26,7 +26,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from imaging import export, selectors, uploads
-from imaging.serializers import ImageDetailSerializer, ImageSerializer, UploadInput, UploadResultSerializer
+from imaging.serializers import (
+    ImageDetailSerializer,
+    ImageSerializer,
+    ParticipantAiAnalysisSerializer,
+    UploadInput,
+    UploadResultSerializer,
+)
 from trial import selectors as trial_selectors
 from trial.actors import Actor
 from trial.apis import ERRORS
@@ -123,6 +129,10 @@ class ParticipantImagesApi(APIView):
             200: OpenApiResponse(
                 UploadResultSerializer(many=True), description="No file was accepted (duplicates or rejections)"
             ),
+            507: OpenApiResponse(
+                UploadResultSerializer(many=True),
+                description="The server's image storage is full: the files it says so of were not stored",
+            ),
             **ERRORS,
         },
         operation_id="participant_images_upload",
@@ -141,7 +151,9 @@ class ParticipantImagesApi(APIView):
         results = uploads.receive(
             actor=Actor.from_request(request), participant=participant, files=serializer.validated_data["file"]
         )
-        answer = status.HTTP_201_CREATED if any(result.accepted for result in results) else status.HTTP_200_OK
+        answer: int = status.HTTP_201_CREATED if any(result.accepted for result in results) else status.HTTP_200_OK
+        if any(result.storage_full for result in results):
+            answer = status.HTTP_507_INSUFFICIENT_STORAGE
         return Response(UploadResultSerializer(results, many=True).data, status=answer)
 
 
@@ -174,6 +186,31 @@ class ParticipantImagesExportApi(APIView):
         response = FileResponse(
             archive, content_type="application/zip", as_attachment=True, filename=export.zip_name(participant.study_id)
         )
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+class ParticipantImagesAiStatusApi(APIView):
+    @extend_schema(
+        responses={
+            200: ParticipantAiAnalysisSerializer,
+            401: FILE_ERRORS[401],
+            403: ERRORS[403],
+            404: ERRORS[404],
+        },
+        operation_id="participant_images_ai_status",
+        description=(
+            "Where each of the participant's images stands with the AI (queued, running, done, abstained, "
+            "failed, cancelled, not analysed): the state of the work only, never the AI's output, which only "
+            "the AI arm's clinical reader sees, on the reading page. The images page polls it until `final`."
+        ),
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        participant = _images_participant(request, pk, Capability.VIEW_IMAGES)
+        analyses = selectors.ai_analysis_of(request.user, participant)
+        data = {"participant": participant, "final": all(a.final for a in analyses), "images": analyses}
+        response = Response(ParticipantAiAnalysisSerializer(data).data)
+        # Polled: every answer must come from the server.
         response["Cache-Control"] = "private, no-store"
         return response
 
@@ -246,7 +283,13 @@ class ImageFileApi(APIView):
     content_negotiation_class = _IgnoreAccept
 
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY), **FILE_ERRORS},
+        responses={
+            **{
+                (200, media_type): OpenApiResponse(OpenApiTypes.BINARY)
+                for media_type in ("application/dicom", "image/jpeg", "image/png", "image/tiff")
+            },
+            **FILE_ERRORS,
+        },
         operation_id="image_file",
         description="The de-identified file (DICOM, JPEG, PNG or TIFF), checked against its sha256 first.",
     )

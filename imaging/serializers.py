@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -78,7 +77,7 @@ class ImageSerializer(serializers.ModelSerializer):
         spacing = image.pixel_spacing_mm
         return list(spacing) if spacing is not None else None
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_original_name(self, image: Image) -> str | None:
         return image.original_name if self.context.get("show_original_names") else None
 
@@ -149,6 +148,21 @@ class UploadResultSerializer(serializers.Serializer):
     image_id = serializers.IntegerField(allow_null=True, help_text="The image taken, or the earlier one duplicated")
     reason = serializers.CharField(allow_blank=True)
     warnings = serializers.ListField(child=serializers.CharField())
+
+
+class AiAnalysisSerializer(serializers.Serializer):
+    """Where one image stands with the AI: the state of the work, never its output."""
+
+    image = serializers.IntegerField(source="image_id")
+    state = serializers.CharField(help_text="queued | running | done | abstained | failed | cancelled | not_analysed")
+    state_label = serializers.CharField(source="label", help_text="The state in words")
+    final = serializers.BooleanField(help_text="Nothing more will happen to it without someone acting")
+
+
+class ParticipantAiAnalysisSerializer(serializers.Serializer):
+    participant = serializers.IntegerField(source="participant.pk")
+    final = serializers.BooleanField(help_text="Every image's state is final: polling may stop")
+    images = AiAnalysisSerializer(many=True)
 
 
 # --- Input ----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from imaging.pipeline.ingest import Limits, Processed, process
 from imaging.signals import image_accepted
 from trial import audit
 from trial.actors import Actor
-from trial.errors import RuleViolation
+from trial.errors import DomainError, RuleViolation
 from trial.models import Participant, Trial
 from trial.permissions import Capability
 from trial.services.checks import authorize
@@ -39,6 +39,17 @@ from trial.services.checks import authorize
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
+STORAGE_FULL_MESSAGE = (
+    "The server's image storage is full; the image was not stored and nothing of it was kept. "
+    "Tell the trial's data manager, then upload it again."
+)
+
+
+class ImageStorageFull(DomainError):
+    """No room to store an accepted image (507 Insufficient Storage): the
+    file is fine, the server is not."""
+
+    status_code = 507
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,9 @@ def image_upload(*, actor: Actor, participant: Participant, name: str, data: byt
         image = _store_accepted(
             actor=actor, role=role, participant=participant, name=name, processed=processed, written=written
         )
+    except storage.StorageFull as error:
+        storage.delete_quietly(written)
+        raise ImageStorageFull(STORAGE_FULL_MESSAGE) from error
     except (OSError, IntegrityError) as error:
         storage.delete_quietly(written)
         raise RuleViolation(f"The image could not be stored ({error.__class__.__name__}: {error}).") from error
@@ -293,4 +307,13 @@ def blanking_rule_set(
     return rule
 
 
-__all__ = ["ACCEPTED", "DUPLICATE", "REJECTED", "ImageKind", "UploadOutcome", "blanking_rule_set", "image_upload"]
+__all__ = [
+    "ACCEPTED",
+    "DUPLICATE",
+    "REJECTED",
+    "ImageKind",
+    "ImageStorageFull",
+    "UploadOutcome",
+    "blanking_rule_set",
+    "image_upload",
+]

@@ -90,6 +90,7 @@ class FileResult:
     reason: str = ""
     warnings: list[str] = field(default_factory=list)
     size: int = 0  # bytes received; shown on the page, not part of the API answer
+    storage_full: bool = False  # not stored for want of room on the server (the API answers 507)
 
     @property
     def accepted(self) -> bool:
@@ -120,6 +121,9 @@ def receive(*, actor: Actor, participant: Participant, files: Iterable[UploadedF
             outcome = services.image_upload(actor=actor, participant=participant, name=name, data=data)
         except NotAllowed:
             raise
+        except services.ImageStorageFull as error:
+            results.append(FileResult(name, services.REJECTED, None, error.message, size=size, storage_full=True))
+            continue
         except DomainError as error:
             results.append(FileResult(name, services.REJECTED, None, error.message, size=size))
             continue

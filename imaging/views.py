@@ -59,6 +59,7 @@ def _images_page(
 ) -> HttpResponse:
     user = request.user
     images = list(selectors.images_of(user, participant).select_related("uploaded_by"))
+    ai_analysis = selectors.ai_analysis_of(user, participant)
     may_upload = selectors.can_upload(user, participant)
     # The upload service refuses images of a withdrawn participant; the page
     # says so up front instead of offering a panel that would only refuse.
@@ -68,6 +69,8 @@ def _images_page(
         "participant": participant,
         "images": images,
         "counts": _counts(images),
+        "ai_analysis": ai_analysis,
+        "ai_analysis_final": all(analysis.final for analysis in ai_analysis),
         "may_upload": may_upload,
         "takes_images": takes_images,
         "may_export": selectors.can_export(user, participant) and not participant.data_withdrawn,
@@ -111,7 +114,9 @@ def _participant_images(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except NotAllowed as error:
         raise PermissionDenied(error.message) from error
-    return _images_page(request, participant, results=results)
+    # 507 when the server had no room for a file: the page lists which.
+    status = 507 if any(result.storage_full for result in results) else 200
+    return _images_page(request, participant, results=results, status=status)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -112,6 +113,8 @@ class UnblindApi(APIView):
 
 
 class UnblindingListApi(APIView):
+    pagination_class = LimitOffsetPagination  # for the schema: the list is paginated (_paginated)
+
     @extend_schema(responses={200: UnblindingSerializer(many=True), 403: ERRORS[403]})
     def get(self, request: Request) -> Response:
         unblindings = selectors.unblindings(request.user).select_related("allocation__site")

@@ -20,8 +20,10 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from ai_engine.selectors import AiResultFileMissing
@@ -178,6 +180,10 @@ def _case(user: Any, task: ReadingTask) -> dict[str, Any]:
     return CaseSerializer(case, context={"task": task}).data
 
 
+class WorklistPagination(LimitOffsetPagination):
+    max_limit = 200
+
+
 class WorklistApi(_ReadingsApi):
     @extend_schema(
         responses={200: WorklistSerializer, **VIEW_ERRORS},
@@ -185,20 +191,37 @@ class WorklistApi(_ReadingsApi):
         description=(
             "Your reading tasks by status: panel cases in your own random order under a neutral label, "
             "the others by due date. Clinical rows add the study id and arm; panel rows show nothing of the "
-            "participant."
+            "participant. Paginated: each section holds at most `limit` rows (default 50, at most 200) from "
+            "`offset`; `counts` gives every section's total, `next` and `previous` the neighbouring pages."
         ),
+        parameters=[
+            OpenApiParameter("limit", int, description="Rows per section (default 50, at most 200)"),
+            OpenApiParameter("offset", int, description="Rows of each section to skip"),
+        ],
     )
     def get(self, request: Request) -> Response:
-        worklist = selectors.worklist(request.user)
-        groups = {
-            "pending": worklist.pending,
-            "in_progress": worklist.in_progress,
-            "done": worklist.done,
-            "upcoming": worklist.upcoming,
+        paginator = WorklistPagination()
+        limit = paginator.get_limit(request) or WorklistPagination.max_limit
+        offset = paginator.get_offset(request)
+        work = selectors.worklist_page(request.user, limit=limit, offsets={name: offset for name in selectors.SECTIONS})
+        details = selectors.clinical_details(
+            request.user, [row.task for rows in work.sections.values() for row in rows]
+        )
+        data: dict[str, Any] = {
+            name: [_row(row, details.get(row.pk)) for row in rows] for name, rows in work.sections.items()
         }
-        details = selectors.clinical_details(request.user, [row.task for rows in groups.values() for row in rows])
-        data = {name: [_row(row, details.get(row.pk)) for row in rows] for name, rows in groups.items()}
-        return Response(WorklistSerializer({**data, "overdue": worklist.overdue}).data)
+        url = request.build_absolute_uri()
+        more = any(offset + limit < count for count in work.counts.values())
+        data["next"] = replace_query_param(url, "offset", offset + limit) if more else None
+        data["previous"] = (
+            None
+            if offset <= 0
+            else remove_query_param(url, "offset")
+            if offset <= limit
+            else replace_query_param(url, "offset", offset - limit)
+        )
+        data["counts"] = work.counts
+        return Response(WorklistSerializer({**data, "overdue": work.overdue}).data)
 
 
 class TaskApi(_ReadingsApi):
@@ -397,6 +420,8 @@ class AiLayerApi(_ReadingsApi):
 
 
 class OversightTasksApi(_ReadingsApi):
+    pagination_class = LimitOffsetPagination  # for the schema: the list is paginated (_paginated)
+
     @extend_schema(
         parameters=[OversightQueryInput],
         responses={200: OverseenTaskSerializer(many=True), 400: READ_ERRORS[400], **VIEW_ERRORS},

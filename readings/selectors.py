@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Case, CharField, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Value, When
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 
@@ -113,6 +114,21 @@ class Worklist:
         return sum(row.overdue for row in self.pending + self.in_progress)
 
 
+SECTIONS = ("in_progress", "pending", "upcoming", "done")
+
+
+@dataclass
+class WorklistPage:
+    """One page of each section of the worklist: `sections` holds the rows
+    from each section's offset, `counts` every task of the section, so that
+    the headings and the overdue badge are right whatever page is shown."""
+
+    sections: dict[str, list[TaskRow]]
+    counts: dict[str, int]
+    overdue: int
+    offsets: dict[str, int]
+
+
 def case_label(task: ReadingTask) -> str:
     """The name a reader sees for a case. Clinical readers see the study id;
     the panel sees a neutral label that never changes and means nothing
@@ -124,31 +140,78 @@ def case_label(task: ReadingTask) -> str:
     return f"Case {task.order_key[:6].upper()}" + (" (re-read)" if task.rereading_of_id else "")
 
 
-def worklist(user: Any, *, done_limit: int = 200) -> Worklist:
-    """The reader's tasks by status: panel tasks in the reader's own random
-    order, the others by due date. Queries do not grow with the tasks."""
-    now = timezone.now()
-    tasks = list(_reader_tasks(user).annotate(_signed_unaided=Exists(_signed(Phase.UNAIDED))))
-    panel_order = sorted(
-        (t for t in tasks if t.kind == TaskKind.PANEL),
-        key=lambda t: t.order_key,
+def _worklist_sections(user: Any, now: dt.datetime) -> dict[str, QuerySet[ReadingTask]]:
+    """The reader's tasks by section, each in its order: panel tasks first
+    in the reader's own random order, then the others by due date; done
+    tasks the most recent first. The database orders and cuts, so a page
+    costs the same however many tasks the reader has."""
+    # A row needs the participant (the clinical label), not the trial, site or assignee.
+    tasks = (
+        _reader_tasks(user)
+        .select_related(None)
+        .select_related("participant")
+        .annotate(_signed_unaided=Exists(_signed(Phase.UNAIDED)))
     )
-    result = Worklist()
-    ordered = panel_order + sorted((t for t in tasks if t.kind != TaskKind.PANEL), key=lambda t: (t.due_at, t.pk))
-    for task in ordered:
-        phase = Phase.UNAIDED if task.sequential and not task._signed_unaided else Phase.FINAL
-        row = TaskRow(task, case_label(task), task.is_open and task.due_at < now, phase)
-        if task.status == TaskStatus.DONE:
-            result.done.append(row)
-        elif task.available_from > now:
-            result.upcoming.append(row)
-        elif task.status == TaskStatus.IN_PROGRESS:
-            result.in_progress.append(row)
-        else:
-            result.pending.append(row)
-    result.done.sort(key=lambda row: row.task.completed_at or now, reverse=True)
-    result.done = result.done[:done_limit]
-    return result
+    panel_first = Case(When(kind=TaskKind.PANEL, then=Value(0)), default=Value(1), output_field=IntegerField())
+    panel_order = Case(When(kind=TaskKind.PANEL, then=F("order_key")), default=Value(""), output_field=CharField())
+    order = (panel_first, panel_order, "due_at", "pk")
+    ready = Q(available_from__lte=now)
+    not_done = ~Q(status=TaskStatus.DONE)
+    return {
+        "in_progress": tasks.filter(ready, status=TaskStatus.IN_PROGRESS).order_by(*order),
+        "pending": tasks.filter(ready, not_done).exclude(status=TaskStatus.IN_PROGRESS).order_by(*order),
+        "upcoming": tasks.filter(not_done, available_from__gt=now).order_by(*order),
+        # A done task without a completion time counts as done now.
+        "done": tasks.filter(status=TaskStatus.DONE).order_by(Coalesce("completed_at", Value(now)).desc(), *order),
+    }
+
+
+def _task_row(task: ReadingTask, now: dt.datetime) -> TaskRow:
+    phase = Phase.UNAIDED if task.sequential and not task._signed_unaided else Phase.FINAL  # type: ignore[attr-defined]
+    return TaskRow(task, case_label(task), task.is_open and task.due_at < now, phase)
+
+
+def worklist(user: Any, *, done_limit: int = 200) -> Worklist:
+    """The reader's tasks by status, whole (the most recent `done_limit`
+    done): panel tasks in the reader's own random order, the others by due
+    date. Queries do not grow with the tasks. Pages use worklist_page."""
+    now = timezone.now()
+    sections = _worklist_sections(user, now)
+    return Worklist(
+        pending=[_task_row(task, now) for task in sections["pending"]],
+        in_progress=[_task_row(task, now) for task in sections["in_progress"]],
+        done=[_task_row(task, now) for task in sections["done"][:done_limit]],
+        upcoming=[_task_row(task, now) for task in sections["upcoming"]],
+    )
+
+
+def worklist_page(
+    user: Any, *, limit: int, offsets: dict[str, int] | None = None, pages: dict[str, int] | None = None
+) -> WorklistPage:
+    """At most `limit` rows of each section, every section's count and the
+    overdue open tasks: six queries however many tasks the reader has.
+    Each section starts at its offset in `offsets`, or at the start of its
+    page in `pages` (1-based; a page past the last gives the last page);
+    0 when not given."""
+    now = timezone.now()
+    sections = _worklist_sections(user, now)
+    totals = _reader_tasks(user).aggregate(
+        in_progress=Count("pk", filter=Q(available_from__lte=now, status=TaskStatus.IN_PROGRESS)),
+        pending=Count("pk", filter=Q(available_from__lte=now, status=TaskStatus.PENDING)),
+        upcoming=Count("pk", filter=Q(available_from__gt=now) & ~Q(status=TaskStatus.DONE)),
+        done=Count("pk", filter=Q(status=TaskStatus.DONE)),
+        overdue=Count("pk", filter=Q(available_from__lte=now, status__in=OPEN, due_at__lt=now)),
+    )
+    counts = {name: totals[name] for name in SECTIONS}
+    starts = dict(offsets or {})
+    for name, number in (pages or {}).items():
+        last = max(1, -(-counts[name] // limit)) if limit else 1
+        starts[name] = (min(max(number, 1), last) - 1) * limit
+    rows = {}
+    for name, tasks in sections.items():
+        start = max(0, starts.get(name, 0))
+        rows[name] = [_task_row(task, now) for task in tasks[start : start + limit]]
+    return WorklistPage(sections=rows, counts=counts, overdue=totals["overdue"], offsets=starts)
 
 
 def _signed(phase: str) -> QuerySet[Read]:

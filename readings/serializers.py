@@ -154,12 +154,24 @@ class TaskRowSerializer(serializers.Serializer):
     arm = serializers.CharField(required=False, help_text="Clinical reads only")
 
 
+class WorklistCountsSerializer(serializers.Serializer):
+    pending = serializers.IntegerField()
+    in_progress = serializers.IntegerField()
+    done = serializers.IntegerField()
+    upcoming = serializers.IntegerField()
+
+
 class WorklistSerializer(serializers.Serializer):
     pending = TaskRowSerializer(many=True)
     in_progress = TaskRowSerializer(many=True)
     done = TaskRowSerializer(many=True, help_text="The most recent first")
     upcoming = TaskRowSerializer(many=True, help_text="Re-reads still in their wash-out period")
     overdue = serializers.IntegerField(help_text="Open tasks past their due date")
+    counts = WorklistCountsSerializer(help_text="Every task of each section, whatever the page")
+    next = serializers.URLField(
+        allow_null=True, help_text="The next page (`offset` + `limit`), if any section has more"
+    )
+    previous = serializers.URLField(allow_null=True, help_text="The previous page, if any")
 
 
 class FieldChoiceSerializer(serializers.Serializer):

@@ -55,22 +55,66 @@ class WorklistSection:
     key: str
     title: str
     rows: list[WorkRow]
+    count: int
+    number: int
+    num_pages: int
+    first_url: str
+    previous_url: str
+    next_url: str
+    last_url: str
+
+
+WORKLIST_SECTIONS = (
+    ("in_progress", "In progress"),
+    ("pending", "Pending"),
+    ("upcoming", "Upcoming re-reads"),
+    ("done", "Done"),
+)
+WORKLIST_PAGE_SIZE = 50
+
+
+def _requested_page(request: HttpRequest, key: str) -> int:
+    """The page of a section asked for in `<key>_page`; a malformed number
+    gives the first page, one out of range the nearest (as Paginator.get_page)."""
+    try:
+        return int(request.GET.get(f"{key}_page", "1"))
+    except ValueError:
+        return 1
+
+
+def _page_url(request: HttpRequest, key: str, number: int) -> str:
+    query = request.GET.copy()
+    query[f"{key}_page"] = str(number)
+    return f"?{query.urlencode()}#worklist-{key}"
 
 
 @login_required
 @require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
-    work = selectors.worklist(request.user)
-    groups = (
-        ("in_progress", "In progress", work.in_progress),
-        ("pending", "Pending", work.pending),
-        ("upcoming", "Upcoming re-reads", work.upcoming),
-        ("done", "Done", work.done),
+    work = selectors.worklist_page(
+        request.user,
+        limit=WORKLIST_PAGE_SIZE,
+        pages={key: _requested_page(request, key) for key, _ in WORKLIST_SECTIONS},
     )
-    details = selectors.clinical_details(request.user, [row.task for _, _, rows in groups for row in rows])
-    sections = [
-        WorklistSection(key, title, [WorkRow(row, details.get(row.pk)) for row in rows]) for key, title, rows in groups
-    ]
+    details = selectors.clinical_details(request.user, [row.task for rows in work.sections.values() for row in rows])
+    sections = []
+    for key, title in WORKLIST_SECTIONS:
+        number = work.offsets[key] // WORKLIST_PAGE_SIZE + 1
+        num_pages = max(1, -(-work.counts[key] // WORKLIST_PAGE_SIZE))
+        sections.append(
+            WorklistSection(
+                key=key,
+                title=title,
+                rows=[WorkRow(row, details.get(row.pk)) for row in work.sections[key]],
+                count=work.counts[key],
+                number=number,
+                num_pages=num_pages,
+                first_url=_page_url(request, key, 1),
+                previous_url=_page_url(request, key, number - 1),
+                next_url=_page_url(request, key, number + 1),
+                last_url=_page_url(request, key, num_pages),
+            )
+        )
     context = {
         "sections": sections,
         "overdue": work.overdue,

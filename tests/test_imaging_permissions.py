@@ -73,6 +73,7 @@ READS = [
     ("/api/v1/images/{image}/thumbnail.png", VIEWERS),
     ("/api/v1/images/{image}/frames.png", VIEWERS),
     ("/api/v1/images/{image}/file", VIEWERS),
+    ("/api/v1/participants/{participant}/images/ai-status/", VIEWERS),
     ("/api/v1/participants/{participant}/images/export.zip", EXPORTERS),
 ]
 PAGES = ["/imaging/participants/{participant}/", "/imaging/images/{image}/"]
@@ -176,3 +177,29 @@ def test_roles_without_images_get_no_pixels(role, world):
 
     assert response.status_code == 403
     assert not response.content.startswith(b"\x89PNG") and b"DICM" not in response.content
+
+
+@pytest.mark.parametrize("role", sorted(VIEWERS))
+def test_the_ai_status_gives_each_viewer_the_state_of_the_work_never_the_ai_output(role, users, ai_case):
+    [result] = ai_case.ai_results
+    url = f"/api/v1/participants/{ai_case.participant.pk}/images/ai-status/"
+
+    response = api_client(users[role]).get(url)
+
+    assert response.status_code == 200, response.content
+    assert response["Cache-Control"] == "private, no-store"
+    assert response.json() == {
+        "participant": ai_case.participant.pk,
+        "final": True,
+        "images": [
+            {
+                "image": ai_case.images[0].pk,
+                "state": result.status,
+                "state_label": {"done": "Done", "abstained": "Abstained (image unfit for the model)"}[result.status],
+                "final": True,
+            }
+        ],
+    }
+    body = response.content.decode()
+    for output in (result.category, result.model_version.name, result.model_version.sha256, "measurements", "mask"):
+        assert not output or output not in body, output

@@ -1,10 +1,9 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from trial import apis
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", apis.TokenApi.as_view(), name="api-token"),
     path("trials/", apis.TrialListApi.as_view(), name="api-trial-list"),
     path("trials/<int:pk>/", apis.TrialDetailApi.as_view(), name="api-trial-detail"),
     path("sites/", apis.SiteListApi.as_view(), name="api-site-list"),

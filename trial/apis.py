@@ -7,22 +7,27 @@ with a message (see `exception_handler`).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from trial import selectors, services
 from trial.actors import Actor
 from trial.errors import DomainError, RuleViolation
+from trial.middleware import DATABASE_ERRORS, RETRY_AFTER_SECONDS, database_unavailable_message
 from trial.permissions import Capability
 from trial.serializers import (
     AuditEventSerializer,
@@ -47,8 +52,24 @@ from trial.serializers import (
     WithdrawInput,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DATABASE_ERRORS):
+        request = context.get("request")
+        logger.error(
+            "Database unavailable during %s %s (request %s): %s",
+            getattr(request, "method", ""),
+            getattr(request, "path", ""),
+            getattr(request, "request_id", ""),
+            exc,
+        )
+        return Response(
+            {"detail": database_unavailable_message(request), "code": "DatabaseUnavailable"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, DomainError):
         return Response(
             {"detail": exc.message, "field": exc.field, "code": type(exc).__name__},
@@ -57,8 +78,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return drf_exception_handler(exc, context)
 
 
+# A 400 is either a broken rule ({"detail", "field", "code"}, ErrorSerializer)
+# or input that failed validation (DRF's form: each field name with its
+# messages), so its schema names the first form's keys without requiring them.
+INVALID_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "field": {"type": "string", "nullable": True},
+        "code": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
 ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid input or a broken rule"),
+    400: OpenApiResponse(INVALID_INPUT, description="Invalid input (field → messages) or a broken rule (detail)"),
     403: OpenApiResponse(ErrorSerializer, description="Your role does not permit this"),
     404: OpenApiResponse(ErrorSerializer, description="Not found within your trials and sites"),
     409: OpenApiResponse(ErrorSerializer, description="Clashes with the current state"),
@@ -82,6 +116,40 @@ def _paginated(request: Request, view: APIView, queryset: Any, serializer_class:
     paginator = LimitOffsetPagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+# --- Tokens ----------------------------------------------------------------------------
+
+
+class TokenApi(ObtainAuthToken):
+    """DRF's token view, throttled: it turns throttling off, and a password
+    guesser meets the anonymous rate here besides django-axes' lockout of
+    the username."""
+
+    throttle_classes = [AnonRateThrottle]
+
+    @extend_schema(
+        request=AuthTokenSerializer,
+        responses={
+            200: inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+            400: OpenApiResponse(
+                inline_serializer(
+                    "TokenRefusal",
+                    {
+                        "username": serializers.ListField(child=serializers.CharField(), required=False),
+                        "password": serializers.ListField(child=serializers.CharField(), required=False),
+                        "non_field_errors": serializers.ListField(child=serializers.CharField(), required=False),
+                    },
+                ),
+                description="Missing fields, wrong credentials, or a locked-out username",
+            ),
+            429: OpenApiResponse(ErrorSerializer, description="Too many requests from this address"),
+        },
+        operation_id="auth_token",
+        description="A token for a username and password (sent as `Authorization: Token <key>`).",
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
 
 
 # --- Trials, sites, recruitment --------------------------------------------------------
@@ -118,12 +186,14 @@ class RecruitmentApi(APIView):
 
 
 class ScreeningListCreateApi(APIView):
+    pagination_class = LimitOffsetPagination  # for the schema: the list is paginated (_paginated)
+
     @extend_schema(
         parameters=[
             OpenApiParameter("site", int, description="Only this site"),
             OpenApiParameter("status", str, description="Only this screening status"),
         ],
-        responses={200: ScreeningEntrySerializer(many=True), 403: ERRORS[403]},
+        responses={200: ScreeningEntrySerializer(many=True), 400: ERRORS[400], 403: ERRORS[403]},
     )
     def get(self, request: Request) -> Response:
         site = request.query_params.get("site")
@@ -216,12 +286,14 @@ class EnrollApi(APIView):
 
 
 class ParticipantListApi(APIView):
+    pagination_class = LimitOffsetPagination
+
     @extend_schema(
         parameters=[
             OpenApiParameter("site", int, description="Only this site"),
             OpenApiParameter("search", str, description="Part of a study id"),
         ],
-        responses={200: ParticipantSerializer(many=True), 403: ERRORS[403]},
+        responses={200: ParticipantSerializer(many=True), 400: ERRORS[400], 403: ERRORS[403]},
     )
     def get(self, request: Request) -> Response:
         site = request.query_params.get("site")
@@ -305,6 +377,8 @@ class ParticipantTimelineApi(APIView):
 
 
 class AuditEventListApi(APIView):
+    pagination_class = LimitOffsetPagination
+
     @extend_schema(parameters=[AuditFilterInput], responses={200: AuditEventSerializer(many=True), **ERRORS})
     def get(self, request: Request) -> Response:
         data = _validated(AuditFilterInput, request.query_params)

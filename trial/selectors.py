@@ -135,7 +135,9 @@ def screening_entries(user: Any, *, site_id: int | None = None, status: str | No
         queryset = queryset.filter(site_id=site_id)
     if status:
         queryset = queryset.filter(status=status)
-    return queryset.select_related("trial", "site", "eligibility", "participant")
+    return queryset.select_related(
+        "trial", "site", "eligibility__protocol_version", "eligibility__assessed_by", "participant"
+    )
 
 
 def screening_get(user: Any, pk: int) -> ScreeningEntry:

@@ -82,5 +82,11 @@ def require_recruiting(trial: Trial) -> None:
 
 def locked_site(site: Site) -> Site:
     """Re-read the site under a row lock (PostgreSQL) or the write lock
-    (SQLite, IMMEDIATE transactions), so counters hand out each number once."""
-    return Site.objects.select_for_update(of=("self",)).select_related("trial").get(pk=site.pk)
+    (SQLite, IMMEDIATE transactions), so counters hand out each number once.
+    FOR NO KEY UPDATE, not FOR UPDATE: it still queues the site's counters
+    one writer at a time, but lets other transactions insert rows that refer
+    to the site (their foreign-key check takes FOR KEY SHARE). With FOR
+    UPDATE, a writer holding the audit chain head and inserting an event for
+    this site waits for the lock holder, who waits for the chain head: a
+    deadlock under concurrent screening and enrollment."""
+    return Site.objects.select_for_update(of=("self",), no_key=True).select_related("trial").get(pk=site.pk)
