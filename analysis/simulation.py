@@ -216,6 +216,31 @@ def ultrasound_dicom(pixels: np.ndarray, acquired_on: dt.date) -> bytes:
     return buffer.getvalue()
 
 
+def frame_with_truth(
+    indication: str, high_grade: bool, stream: list[int], counter: int, size: int = IMAGE_SIZE
+) -> tuple[Frame, int]:
+    """A synthetic frame whose lesions agree with the truth (a large lesion
+    for high-grade disease, none or small ones otherwise): the first of the
+    seeds [*stream, counter + 1], [*stream, counter + 2], … that does. Returns
+    the frame and the counter it took."""
+    make = colposcopy_frame if indication == Indication.CERVICAL else thyroid_frame
+    while True:
+        counter += 1
+        frame = make(np.random.default_rng([*stream, counter]), size)
+        if (frame.category == interaction.HIGH_GRADE) == high_grade:
+            return frame, counter
+
+
+def image_file(indication: str, frame: Frame, stem: str, acquired_on: dt.date) -> tuple[str, bytes]:
+    """The file a site would upload for the frame: a colposcopy photograph
+    (PNG) or a grey ultrasound image (DICOM)."""
+    if indication == Indication.CERVICAL:
+        buffer = io.BytesIO()
+        PILImage.fromarray(frame.image).save(buffer, format="PNG")
+        return f"{stem}.png", buffer.getvalue()
+    return f"{stem}.dcm", ultrasound_dicom(frame.image, acquired_on)
+
+
 def fast_password_hash(password: str) -> str:
     """A PBKDF2 hash with 1,000 iterations: for simulated accounts only."""
     hasher = PBKDF2PasswordHasher()
@@ -405,6 +430,15 @@ class _Simulator:
         self.weights = [share for *_, share in SITES]
         self.image_counter = 0
         self.last_enrolled = False
+        self.acts = TrialActs(
+            rng=rng,
+            today=today,
+            clinicians=people.clinicians,
+            panel=people.panel,
+            pathologist=people.pathologist,
+            password=lambda user: SIMULATED_PASSWORD,
+            label="simulate_trial",
+        )
 
     # --- screening and enrollment -------------------------------------------------
 
@@ -493,12 +527,12 @@ class _Simulator:
         if withdrawal == WithdrawalScope.WITHDRAW_DATA:
             self._withdraw(participant, actor, withdrawal, withdrawn_on)
             return
-        self._clinical_read(participant, high_grade, ai_result)
-        self._panel_reads(participant, high_grade)
+        self.acts.clinical_read(participant, high_grade, ai_result)
+        self.acts.panel_reads(participant, high_grade)
         if withdrawal == WithdrawalScope.STOP_FOLLOW_UP:
             self._withdraw(participant, actor, withdrawal, withdrawn_on)
             return
-        self._reference(participant, high_grade, enrolled_on)
+        self.acts.reference(participant, high_grade, enrolled_on)
 
     def _withdrawal_scope(self) -> str | None:
         draw = self.rng.random()
@@ -513,30 +547,15 @@ class _Simulator:
             actor=actor, participant=participant, withdrawn_on=on, scope=scope, reason="Participant's decision"
         )
 
-    def _frame(self, indication: str, high_grade: bool) -> Frame:
-        """A synthetic frame whose lesions agree with the truth (a large
-        lesion for high-grade disease, none or small ones otherwise)."""
-        make = colposcopy_frame if indication == Indication.CERVICAL else thyroid_frame
-        while True:
-            self.image_counter += 1
-            # The trial code takes part in the seed: another simulated trial's
-            # images differ (the upload refuses a file another participant has).
-            stream = [self.config.seed, zlib.crc32(self.config.trial_code.encode()), self.image_counter]
-            frame = make(np.random.default_rng(stream), IMAGE_SIZE)
-            if (frame.category == interaction.HIGH_GRADE) == high_grade:
-                return frame
-
     def _upload(
         self, participant: Participant, actor: Actor, high_grade: bool, acquired_on: dt.date
     ) -> tuple[Any, Frame]:
         """A synthetic colposcopy photograph (PNG) or grey ultrasound frame (DICOM)."""
-        frame = self._frame(participant.indication, high_grade)
-        if participant.indication == Indication.CERVICAL:
-            buffer = io.BytesIO()
-            PILImage.fromarray(frame.image).save(buffer, format="PNG")
-            name, data = f"simulated-{self.image_counter}.png", buffer.getvalue()
-        else:
-            name, data = f"simulated-{self.image_counter}.dcm", ultrasound_dicom(frame.image, acquired_on)
+        # The trial code takes part in the seed: another simulated trial's
+        # images differ (the upload refuses a file another participant has).
+        stream = [self.config.seed, zlib.crc32(self.config.trial_code.encode())]
+        frame, self.image_counter = frame_with_truth(participant.indication, high_grade, stream, self.image_counter)
+        name, data = image_file(participant.indication, frame, f"simulated-{self.image_counter}", acquired_on)
         outcome = imaging_services.image_upload(actor=actor, participant=participant, name=name, data=data)
         if outcome.status != imaging_services.ACCEPTED:
             raise SimulationError(f"A simulated image for {participant.study_id} was refused: {outcome.reason}")
@@ -585,15 +604,31 @@ class _Simulator:
         )
         return ai_services.ai_result_store(result=started, outcome=outcome)
 
+
+@dataclass
+class TrialActs:
+    """The reads and reference-standard results of a simulated (or demo)
+    participant, drawn from the truth (high-grade disease or not) at the
+    readers' operating points and made through the services, each by a
+    named user who signs with their password."""
+
+    rng: random.Random
+    today: dt.date
+    clinicians: dict[str, list[Any]]  # site code -> clinicians of that site
+    panel: list[Any]  # every blinded reader (adjudicators among them)
+    pathologist: Any
+    password: Callable[[Any], str]  # a user's password, for their signatures
+    label: str  # the actor label of the audit events
+
     # --- reads ------------------------------------------------------------------------
 
-    def _category(self, high_grade: bool, sensitivity: float, false_positive: float) -> str:
+    def category(self, high_grade: bool, sensitivity: float, false_positive: float) -> str:
         calls_high = self.rng.random() < (sensitivity if high_grade else false_positive)
         if calls_high:
             return interaction.HIGH_GRADE
         return self.rng.choice([interaction.NORMAL, interaction.LOW_GRADE])
 
-    def _values(self, indication: str, category: str) -> dict[str, Any]:
+    def values(self, indication: str, category: str) -> dict[str, Any]:
         rng = self.rng
         if indication == Indication.THYROID:
             return {
@@ -621,25 +656,25 @@ class _Simulator:
             "note": "",
         }
 
-    def _sign(self, actor: Actor, task: ReadingTask, phase: str, values: dict[str, Any]) -> None:
+    def sign(self, actor: Actor, task: ReadingTask, phase: str, values: dict[str, Any]) -> None:
         read = Read.objects.get(task=task, phase=phase, current=True)
         reading_services.read_sign(
-            actor=actor, task=task, phase=phase, data=values, revision=read.revision, password=SIMULATED_PASSWORD
+            actor=actor, task=task, phase=phase, data=values, revision=read.revision, password=self.password(actor.user)
         )
 
-    def _clinical_read(self, participant: Participant, high_grade: bool, ai_result: AiResult | None) -> None:
+    def clinical_read(self, participant: Participant, high_grade: bool, ai_result: AiResult | None) -> None:
         task = ReadingTask.objects.filter(participant=participant, kind=TaskKind.CLINICAL).first()
         if task is None:
             return
-        clinician = self.rng.choice(self.people.clinicians[participant.site.code])
-        actor = Actor.for_user(clinician, label="simulate_trial")
+        clinician = self.rng.choice(self.clinicians[participant.site.code])
+        actor = Actor.for_user(clinician, label=self.label)
         task = reading_services.reading_task_start(actor=actor, task=task)
-        unaided = self._category(high_grade, READER_SENSITIVITY, READER_FALSE_POSITIVE)
+        unaided = self.category(high_grade, READER_SENSITIVITY, READER_FALSE_POSITIVE)
         if not task.sequential:
-            self._sign(actor, task, Phase.FINAL, self._values(participant.indication, unaided))
+            self.sign(actor, task, Phase.FINAL, self.values(participant.indication, unaided))
             return
-        values = self._values(participant.indication, unaided)
-        self._sign(actor, task, Phase.UNAIDED, values)
+        values = self.values(participant.indication, unaided)
+        self.sign(actor, task, Phase.UNAIDED, values)
         final = unaided
         if ai_result is not None and ai_result.status == AiResultStatus.DONE:
             reading_services.ai_display_record(actor=actor, task=task, ai_result=ai_result, what="suggestion")
@@ -648,20 +683,20 @@ class _Simulator:
                 final = interaction.HIGH_GRADE
             elif not ai_high and unaided == interaction.HIGH_GRADE and self.rng.random() < FOLLOW_AI_DOWN:
                 final = interaction.LOW_GRADE
-        final_values = values if final == unaided else self._values(participant.indication, final)
-        self._sign(actor, task, Phase.FINAL, final_values)
+        final_values = values if final == unaided else self.values(participant.indication, final)
+        self.sign(actor, task, Phase.FINAL, final_values)
 
-    def _panel_reads(self, participant: Participant, high_grade: bool) -> None:
+    def panel_reads(self, participant: Participant, high_grade: bool) -> None:
         tasks = ReadingTask.objects.filter(
             participant=participant, kind=TaskKind.PANEL, status=TaskStatus.PENDING
         ).select_related("assignee")
         for task in tasks:
             if task.assignee is None:  # the rules assign every panel task; never the case
                 raise SimulationError(f"Panel task {task.pk} has no reader assigned.")
-            actor = Actor.for_user(task.assignee, label="simulate_trial")
+            actor = Actor.for_user(task.assignee, label=self.label)
             task = reading_services.reading_task_start(actor=actor, task=task)
-            category = self._category(high_grade, PANEL_SENSITIVITY, PANEL_FALSE_POSITIVE)
-            self._sign(actor, task, Phase.FINAL, self._values(participant.indication, category))
+            category = self.category(high_grade, PANEL_SENSITIVITY, PANEL_FALSE_POSITIVE)
+            self.sign(actor, task, Phase.FINAL, self.values(participant.indication, category))
         # A disagreement on high-grade disease opened an adjudication: a
         # panel reader who has not read the case settles it.
         adjudication = ReadingTask.objects.filter(
@@ -674,21 +709,21 @@ class _Simulator:
                 "assignee_id", flat=True
             )
         )
-        adjudicator = self.rng.choice([user for user in self.people.panel if user.pk not in readers])
-        actor = Actor.for_user(adjudicator, label="simulate_trial")
+        adjudicator = self.rng.choice([user for user in self.panel if user.pk not in readers])
+        actor = Actor.for_user(adjudicator, label=self.label)
         adjudication = reading_services.reading_task_start(actor=actor, task=adjudication)
-        category = self._category(high_grade, PANEL_SENSITIVITY, PANEL_FALSE_POSITIVE)
-        self._sign(actor, adjudication, Phase.FINAL, self._values(participant.indication, category))
+        category = self.category(high_grade, PANEL_SENSITIVITY, PANEL_FALSE_POSITIVE)
+        self.sign(actor, adjudication, Phase.FINAL, self.values(participant.indication, category))
 
     # --- reference standard -----------------------------------------------------------
 
-    def _reference(self, participant: Participant, high_grade: bool, enrolled_on: dt.date) -> None:
+    def reference(self, participant: Participant, high_grade: bool, enrolled_on: dt.date) -> None:
         rng = self.rng
         sample_date = enrolled_on + dt.timedelta(days=rng.randint(3, 21))
         result_date = sample_date + dt.timedelta(days=rng.randint(3, 14))
         if result_date > self.today:
             return  # still awaited
-        actor = Actor.for_user(self.people.pathologist, label="simulate_trial")
+        actor = Actor.for_user(self.pathologist, label=self.label)
         if participant.indication == Indication.CERVICAL:
             histology = (
                 rng.choice([CervicalHistology.CIN2, CervicalHistology.CIN3, CervicalHistology.CIN3])
