@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.test import Client
@@ -23,6 +24,7 @@ from rest_framework.test import APIClient
 
 from tests.browser import PageProblems, logged_in
 from tests.conftest import PASSWORD, login
+from trial.middleware import SESSION_REFRESHED_KEY
 from trial.models import AuditEvent, Role
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,11 +59,57 @@ def test_it_ends_a_session_after_the_idle_timeout(coordinator, settings):
     client = Client()
     client.post("/accounts/login/", {"username": coordinator.username, "password": PASSWORD})
     assert client.get("/participants/").status_code == 200
-    assert settings.SESSION_SAVE_EVERY_REQUEST and settings.SESSION_COOKIE_AGE == 30 * 60
+    assert settings.SESSION_COOKIE_AGE == 30 * 60 and settings.SESSION_REFRESH_SECONDS == 60
     Session.objects.update(expire_date=timezone.now() - timezone.timedelta(seconds=1))
     response = client.get("/participants/")
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+def _stored_session() -> tuple[Session, dict[str, Any]]:
+    [session] = Session.objects.all()
+    return session, session.get_decoded()
+
+
+def test_a_session_in_use_is_written_at_most_once_per_refresh_interval(coordinator, settings):
+    client = Client()
+    client.post("/accounts/login/", {"username": coordinator.username, "password": PASSWORD})
+    assert client.get("/participants/").status_code == 200
+    first, data = _stored_session()
+    refreshed = data[SESSION_REFRESHED_KEY]
+    # Within the interval: no write, the expiry stays.
+    assert client.get("/participants/").status_code == 200
+    second, data = _stored_session()
+    assert second.expire_date == first.expire_date and data[SESSION_REFRESHED_KEY] == refreshed
+
+    # Once the interval has passed (the stored time moved back), the next request writes it again.
+    store = SessionStore(session_key=first.session_key)
+    store[SESSION_REFRESHED_KEY] = refreshed - settings.SESSION_REFRESH_SECONDS
+    store.save()
+    Session.objects.update(expire_date=timezone.now() + timezone.timedelta(minutes=5))
+    before = timezone.now()
+    assert client.get("/participants/").status_code == 200
+    third, data = _stored_session()
+    assert data[SESSION_REFRESHED_KEY] >= refreshed
+    # The expiry is moved on by the full idle timeout, never beyond it.
+    assert third.expire_date >= before + timezone.timedelta(seconds=settings.SESSION_COOKIE_AGE - 1)
+    assert third.expire_date <= timezone.now() + timezone.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+
+
+def test_a_session_ends_no_later_than_the_idle_timeout_after_its_last_request(coordinator, settings):
+    client = Client()
+    client.post("/accounts/login/", {"username": coordinator.username, "password": PASSWORD})
+    for _ in range(3):
+        assert client.get("/participants/").status_code == 200
+        session, _data = _stored_session()
+        assert session.expire_date <= timezone.now() + timezone.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+
+
+def test_anonymous_requests_create_no_session(db):
+    client = Client()
+    assert client.get("/accounts/login/").status_code == 200
+    assert client.get("/participants/").status_code == 302
+    assert not Session.objects.exists()
 
 
 def test_it_refuses_a_form_post_without_its_csrf_token(coordinator, site_a):

@@ -7,11 +7,13 @@ import ipaddress
 import logging
 import re
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -144,3 +146,36 @@ class RequestContextMiddleware:
             )
             return database_unavailable_response(request)
         return None
+
+
+SESSION_REFRESHED_KEY = "_consilium_refreshed_at"
+
+
+class SessionRefreshMiddleware:
+    """Keep a signed-in session alive while it is used, writing it at most
+    once every SESSION_REFRESH_SECONDS rather than at every request
+    (Django's SESSION_SAVE_EVERY_REQUEST costs every page a database write
+    and a commit; see bench/load.py).
+
+    The idle timeout stays a bound that is never exceeded: each write sets
+    the session's expiry to SESSION_COOKIE_AGE from then, so a session ends
+    between SESSION_COOKIE_AGE − SESSION_REFRESH_SECONDS and
+    SESSION_COOKIE_AGE after its last request. Sits just inside Django's
+    SessionMiddleware, which saves a session marked modified. A request
+    without a session (anonymous, or signed out by this request) is left
+    alone, so no session is created for it; so is a session that is not
+    signed in."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        session = getattr(request, "session", None)
+        if session is None or SESSION_KEY not in session or session.session_key is None:
+            return response
+        now = int(time.time())
+        refreshed = session.get(SESSION_REFRESHED_KEY)
+        if not isinstance(refreshed, int) or not 0 <= now - refreshed < settings.SESSION_REFRESH_SECONDS:
+            session[SESSION_REFRESHED_KEY] = now
+        return response
