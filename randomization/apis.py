@@ -1,9 +1,10 @@
 """REST API of randomization, under /api/v1/.
 
-One view per endpoint, as in trial.apis: validate → read through a selector
+One view per endpoint, as in trial.apis: read through a selector
 (trial.selectors scopes the participant, randomization.selectors decides what
-of an arm, a scheme or the balance the caller may see) → one service →
-serialize. Domain errors become 400/403/409 with their message
+of an arm, a scheme or the balance the caller may see) → check the write is
+permitted (trial.apis.authorize_first) → validate → one service → serialize.
+Domain errors become 400/403/409 with their message
 (trial.apis.exception_handler).
 """
 
@@ -36,8 +37,8 @@ from randomization.serializers import (
 )
 from trial import selectors as trial_selectors
 from trial.actors import Actor
-from trial.apis import ERRORS, _paginated, _validated
-from trial.errors import NotAllowed, RuleViolation
+from trial.apis import ERRORS, _paginated, _validated, authorize_first
+from trial.errors import RuleViolation
 from trial.models import Participant, ProtocolVersion, Trial
 from trial.permissions import Capability
 
@@ -77,18 +78,9 @@ class AllocationApi(APIView):
         return Response(AllocationStatusSerializer(allocation_status(allocation, view)).data)
 
 
-def _permitted_first(user: Any, capability: Capability, *, trial_id: int, site_id: int | None) -> None:
-    """Where a request fails before its service is reached (nothing to act
-    on), say "not permitted" first, as the service would have: the answer then
-    tells nothing of the trial's state to someone who may not act."""
-    if trial_selectors.role_for(user, capability, trial_id=trial_id, site_id=site_id) is None:
-        raise NotAllowed("Your role does not permit this action here.")
-
-
 def _allocation_to_unblind(request: Request, participant: Participant) -> Any:
     allocation, _ = selectors.allocation_of(request.user, participant)
     if allocation is None:
-        _permitted_first(request.user, Capability.UNBLIND, trial_id=participant.trial_id, site_id=participant.site_id)
         raise RuleViolation(f"{participant.study_id} has not been randomized; there is no arm to reveal.")
     return allocation
 
@@ -97,6 +89,10 @@ class UnblindApi(APIView):
     @extend_schema(request=UnblindInput, responses={201: UnblindingSerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         participant = trial_selectors.participant_get(request.user, pk)
+        # "Not permitted" before anything else: the answer then tells nothing
+        # of the input's rules or of the participant's state to someone who
+        # may not unblind.
+        authorize_first(request, Capability.UNBLIND, trial=participant.trial, site=participant.site)
         allocation = _allocation_to_unblind(request, participant)
         data = _validated(UnblindInput, request.data)
         revealed_to = get_user_model().objects.filter(pk=data["revealed_to"], is_active=True).first()
@@ -133,10 +129,9 @@ def _protocol_version(trial: Trial, pk: int | None) -> ProtocolVersion | None:
     return protocol
 
 
-def _draft(user: Any, trial: Trial, schemes: Any) -> RandomizationScheme:
+def _draft(schemes: Any) -> RandomizationScheme:
     draft = schemes.filter(status=SchemeStatus.DRAFT).first()
     if draft is None:
-        _permitted_first(user, Capability.CONFIGURE_RANDOMIZATION, trial_id=trial.pk, site_id=None)
         raise RuleViolation("There is no draft randomization scheme; configure one first.")
     return draft
 
@@ -157,6 +152,7 @@ class SchemeListCreateApi(APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         trial, _ = selectors.schemes(request.user, pk)
+        authorize_first(request, Capability.CONFIGURE_RANDOMIZATION, trial=trial, site=None)
         data = _validated(SchemeConfigureInput, request.data)
         scheme = services.scheme_configure(
             actor=Actor.from_request(request),
@@ -197,8 +193,9 @@ class AllocationTableApi(APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         trial, schemes = selectors.schemes(request.user, pk)
+        authorize_first(request, Capability.CONFIGURE_RANDOMIZATION, trial=trial, site=None)
         data = _validated(TableUploadInput, request.data)
-        draft = _draft(request.user, trial, schemes)
+        draft = _draft(schemes)
         imported = services.allocation_table_import(
             actor=Actor.from_request(request), scheme=draft, content=data["file"].read()
         )

@@ -4,7 +4,9 @@ oversight and the reading policy.
 
 One view per endpoint, as trial.apis: read the task through
 readings.selectors (which decide blinding: 403 for another reader's task,
-404 outside the reader's scope) → call one service → serialize. Errors of
+404 outside the reader's scope) → check the write is permitted, by the
+service's own rule (services.reader_role, trial.apis.authorize_first),
+before the body is validated → call one service → serialize. Errors of
 a read answer {"detail", "field", "code", "errors": {field: message}}; a
 save that clashes with a newer one answers 409 with the server's version
 ("current") so the page can merge.
@@ -50,8 +52,9 @@ from readings.serializers import (
     WorklistSerializer,
 )
 from trial.actors import Actor
-from trial.apis import ERRORS, _paginated
+from trial.apis import ERRORS, _paginated, authorize_first
 from trial.errors import Conflict, DomainError, RuleViolation
+from trial.permissions import Capability
 from trial.serializers import ErrorSerializer
 
 logger = logging.getLogger("imaging.integrity")
@@ -269,6 +272,7 @@ class ReadDraftApi(_ReadingsApi):
     )
     def put(self, request: Request, pk: int) -> Response:
         task = selectors.task_get(request.user, pk)
+        services.reader_role(Actor.from_request(request), task)
         data = _validated(DraftInput, request.data)
         try:
             read = services.read_save_draft(
@@ -296,6 +300,7 @@ class ReadSignApi(_ReadingsApi):
     )
     def post(self, request: Request, pk: int) -> Response:
         task = selectors.task_get(request.user, pk)
+        services.reader_role(Actor.from_request(request), task)
         data = _validated(SignInput, request.data)
         try:
             read = services.read_sign(
@@ -324,6 +329,7 @@ class ReadCorrectApi(_ReadingsApi):
     def post(self, request: Request, pk: int, read_pk: int) -> Response:
         task = selectors.task_get(request.user, pk)
         read = selectors.read_get(request.user, task, read_pk)
+        services.reader_role(Actor.from_request(request), task)
         data = _validated(CorrectInput, request.data)
         new = services.read_correct(
             actor=Actor.from_request(request),
@@ -466,6 +472,7 @@ class ReadingPolicyApi(_ReadingsApi):
     )
     def patch(self, request: Request, pk: int) -> Response:
         trial = selectors.policy_trial_get(request.user, pk)
+        authorize_first(request, Capability.CONFIGURE_READINGS, trial=trial, site=None)
         values = _validated(ReadingPolicyInput, request.data)
         policy = services.reading_policy_set(actor=Actor.from_request(request), trial=trial, **values)
         return Response(ReadingPolicySerializer(policy).data)

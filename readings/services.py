@@ -303,7 +303,7 @@ def reading_tasks_cancel_for_withdrawal(*, participant: Participant, actor: Acto
 # --- Working on a task ---------------------------------------------------------------
 
 
-def _reader_role(actor: Actor, task: ReadingTask) -> str:
+def reader_role(actor: Actor, task: ReadingTask) -> str:
     """The role under which the actor reads this task; NotAllowed otherwise.
     A task assigned to someone else is refused by name of the rule only."""
     capability = Capability.READ_CLINICAL if task.kind == TaskKind.CLINICAL else Capability.READ_PANEL
@@ -354,7 +354,7 @@ def reading_task_start(*, actor: Actor, task: ReadingTask) -> ReadingTask:
     site until one starts it) and open its first read. Idempotent for the
     reader who already started it."""
     task = _locked_task(task)
-    role = _reader_role(actor, task)
+    role = reader_role(actor, task)
     _check_open(task)
     if task.status == TaskStatus.IN_PROGRESS:
         return task
@@ -456,7 +456,7 @@ def read_save_draft(
     save from a page holding an older revision (another tab saved since) is
     refused with a conflict, and nothing is overwritten."""
     task = _locked_task(task)
-    role = _reader_role(actor, task)
+    role = reader_role(actor, task)
     _check_open(task)
     _check_phase(task, phase)
     read = _current_read(task, phase)
@@ -599,7 +599,7 @@ def _read_sign(
     Signing the unaided read opens the final read (and, in the AI-assisted
     arm, the AI second opinion); signing the final read finishes the task."""
     task = _locked_task(task)
-    role = _reader_role(actor, task)
+    role = reader_role(actor, task)
     _check_open(task)
     _check_phase(task, phase)
     read = _current_read(task, phase)
@@ -724,7 +724,7 @@ def _read_correct(
     version is kept. Only its reader may correct it. The unaided read of the
     sequential design cannot be corrected once the AI was shown."""
     task = _locked_task(read.task)
-    role = _reader_role(actor, task)
+    role = reader_role(actor, task)
     if read.reader_id != actor.user.pk:
         raise NotAllowed("Only the reader who signed a read may correct it.")
     if not task.participant.accepts_clinical_data:
@@ -799,7 +799,7 @@ def ai_display_record(*, actor: Actor, task: ReadingTask, ai_result: Any, what: 
     it may be shown; this re-checks the rules that matter most, and that
     the record names this case's result (the interaction record is built
     from it)."""
-    role = _reader_role(actor, task)
+    role = reader_role(actor, task)
     if not task.sequential or task.kind != TaskKind.CLINICAL:
         raise NotAllowed("The AI second opinion is not shown for this read.")
     if current_phase(task) != Phase.FINAL:
@@ -839,6 +839,7 @@ __all__ = [
     "read_correct",
     "read_save_draft",
     "read_sign",
+    "reader_role",
     "reading_policy_for",
     "reading_policy_set",
     "reading_task_start",

@@ -14,11 +14,13 @@ redirects with a message.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -29,8 +31,9 @@ from readings.models import Phase, Read, ReadingTask, TaskKind, TaskStatus
 from readings.scoring import ReadValidationError
 from trial import selectors as trial_selectors
 from trial.actors import Actor
-from trial.errors import Conflict, DomainError
+from trial.errors import Conflict, DomainError, NotAllowed
 from trial.permissions import Capability, role_can
+from trial.services.checks import authorize
 from trial.views.common import _page, _submit
 
 OVERSIGHT_PAGE_SIZE = 50
@@ -219,6 +222,19 @@ def _domain_errors(error: DomainError, form: str, what: str) -> tuple[dict[str, 
     return {}, [error.message]
 
 
+def _require(request: HttpRequest, check: Callable[[Actor], str]) -> None:
+    """Before a posted form is looked at: the service's own permission check,
+    so that a caller who may not write gets 403 whatever they post."""
+    try:
+        check(Actor.from_request(request))
+    except NotAllowed as refusal:
+        raise PermissionDenied(refusal.message) from refusal
+
+
+def _require_reader(request: HttpRequest, task: ReadingTask) -> None:
+    _require(request, lambda actor: services.reader_role(actor, task))
+
+
 def _save_or_sign(request: HttpRequest, task: ReadingTask, action: str) -> HttpResponse:
     post = request.POST
     phase = post.get("phase", "")
@@ -294,6 +310,7 @@ def task_page(request: HttpRequest, pk: int) -> HttpResponse:
     task = selectors.task_get(request.user, pk)
     if request.method == "GET":
         return _case_page(request, task)
+    _require_reader(request, task)
     action = request.POST.get("action", "")
     if action in ("save", "sign"):
         return _save_or_sign(request, task, action)
@@ -353,6 +370,7 @@ def correct(request: HttpRequest, pk: int, read_pk: int) -> HttpResponse:
         return redirect("readings:task", pk=task.pk)
     if request.method == "GET":
         return _correct_page(request, task, read)
+    _require_reader(request, task)
     data = forms.posted_data(task.form, request.POST)
     reason = request.POST.get("reason", "")
     try:
@@ -439,6 +457,7 @@ def policy(request: HttpRequest, trial_pk: int) -> HttpResponse:
     if request.method == "GET":
         form = forms.ReadingPolicyForm(initial=forms.ReadingPolicyForm.initial_from(current))
     else:
+        _require(request, lambda actor: authorize(actor, Capability.CONFIGURE_READINGS, trial=trial, site=None))
         form = forms.ReadingPolicyForm(request.POST)
         changed, status = _submit(
             form,

@@ -5,14 +5,31 @@ pathologist, monitor) belong to site A; the others hold all sites."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.apps import apps
+from django.contrib.sessions.models import Session
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from tests.conftest import ELIGIBLE_CERVICAL, actor_for, api_client
+from readings import services as reading_services
+from readings.models import TaskKind
+from tests.conftest import ELIGIBLE_CERVICAL, PASSWORD, actor_for, api_client
+from tests.reading_fixtures import valid_read
 from trial import services
-from trial.models import AuditEvent, Participant, ReferenceStandardResult, Role, ScreeningEntry, Withdrawal
+from trial.models import (
+    AuditEvent,
+    Participant,
+    ReferenceKind,
+    ReferenceStandardResult,
+    Role,
+    ScreeningEntry,
+    Withdrawal,
+)
 
 ANONYMOUS = "anonymous"
 ROLES = [*Role.values, ANONYMOUS]
@@ -201,3 +218,225 @@ def test_it_gives_404_when_a_coordinator_enrolls_another_sites_person(coordinato
     response = api_client(coordinator_b).post(f"/api/v1/screening/{entry.pk}/enroll/", body, format="json")
     assert response.status_code == 404
     assert not Participant.objects.exists()
+
+
+# --- Every API write: the right is checked before the body -------------------------------
+#
+# A caller without the right to a write is refused (403, or 404 for an object
+# outside their sites) whatever they send: an empty body and an invalid one
+# get the same answer as a valid one would, never 400 with the input's rules,
+# and nothing is written. The objects are at site A; the roles are the users
+# fixture's, the blinded reader the panel reader of the case, and a
+# coordinator of site B.
+
+COORDINATOR_B = "coordinator_site_b"
+
+
+@dataclass(frozen=True)
+class ApiWrite:
+    name: str
+    writers: frozenset[str]
+    url: Callable[[SimpleNamespace], dict[str, Any]] = lambda w: {}
+    method: str = "post"
+    multipart: bool = False
+
+
+def _participant(w: SimpleNamespace) -> dict[str, Any]:
+    return {"pk": w.participant.pk}
+
+
+def _pending(w: SimpleNamespace) -> dict[str, Any]:
+    return {"pk": w.pending.pk}
+
+
+def _trial(w: SimpleNamespace) -> dict[str, Any]:
+    return {"pk": w.participant.trial_id}
+
+
+def _task(w: SimpleNamespace) -> dict[str, Any]:
+    return {"pk": w.task.pk}
+
+
+COORDINATORS = frozenset({Role.COORDINATOR})
+ADMINS = frozenset({Role.TRIAL_ADMIN})
+CLINICIANS = frozenset({Role.CLINICIAN_READER})
+
+API_WRITES = [
+    ApiWrite("api-screening-list", COORDINATORS),
+    ApiWrite("api-screening-correct", COORDINATORS, _pending),
+    ApiWrite("api-eligibility", COORDINATORS, _pending),
+    ApiWrite("api-screening-close", COORDINATORS, _pending),
+    ApiWrite("api-enroll", COORDINATORS, _pending),
+    ApiWrite("api-withdraw", COORDINATORS, _participant),
+    ApiWrite("api-consent-renew", COORDINATORS, _participant),
+    ApiWrite("api-reference-results", frozenset({Role.COORDINATOR, Role.PATHOLOGIST}), _participant),
+    ApiWrite(
+        "api-reference-correct",
+        frozenset({Role.COORDINATOR, Role.PATHOLOGIST}),
+        lambda w: {"pk": w.participant.pk, "result_pk": w.reference.pk},
+    ),
+    ApiWrite("api-randomize", COORDINATORS, _participant),
+    ApiWrite("api-unblind", ADMINS, _participant),
+    ApiWrite("api-randomization-schemes", ADMINS, _trial),
+    ApiWrite("api-randomization-activate", ADMINS, _trial),
+    ApiWrite("api-randomization-table", ADMINS, _trial, multipart=True),
+    ApiWrite("api-participant-images", COORDINATORS, _participant, multipart=True),
+    ApiWrite("api-reading-task-start", CLINICIANS, _task),
+    ApiWrite("api-reading-draft", CLINICIANS, _task, method="put"),
+    ApiWrite("api-reading-sign", CLINICIANS, _task),
+    ApiWrite("api-reading-correct", CLINICIANS, lambda w: {"pk": w.task.pk, "read_pk": w.read.pk}),
+    ApiWrite("api-reading-policy", ADMINS, _trial, method="patch"),
+]
+
+# Every field any write takes, each of the wrong kind.
+INVALID_BODY = {
+    field: "?"
+    for field in [
+        "site",
+        "screened_on",
+        "indication",
+        "year_of_birth",
+        "sex",
+        "reason",
+        "answers",
+        "outcome",
+        "form_version",
+        "consented_at",
+        "taken_by",
+        "covariates",
+        "withdrawn_on",
+        "scope",
+        "kind",
+        "sample_date",
+        "result_date",
+        "bethesda_category",
+        "revealed_to",
+        "confirmation",
+        "method",
+        "factors",
+        "block_sizes",
+        "ratio",
+        "file",
+        "phase",
+        "data",
+        "revision",
+        "password",
+        "outline",
+        "panel_size",
+    ]
+}
+
+
+def _api_write_names() -> set[str]:
+    """The URL names of every API endpoint that takes a write method (the
+    token endpoint, which checks a password, aside)."""
+    names: set[str] = set()
+
+    def walk(patterns: list[Any]) -> None:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                if entry.app_name != "admin":
+                    walk(entry.url_patterns)
+                continue
+            assert isinstance(entry, URLPattern)
+            view_class = getattr(entry.callback, "view_class", None)
+            writes = any(hasattr(view_class, method) for method in ("post", "put", "patch", "delete"))
+            if (entry.name or "").startswith("api-") and writes:
+                names.add(entry.name)
+
+    walk(get_resolver().url_patterns)
+    return names - {"api-token"}
+
+
+def _rows_written() -> int:
+    return sum(model.objects.count() for model in apps.get_models() if model is not Session)
+
+
+@pytest.fixture
+def write_world(
+    users: dict[str, Any], coordinator_b: Any, panel: list[Any], make_case: Callable[..., Any], screen: Any
+) -> SimpleNamespace:
+    """A thyroid participant of site A in the AI-assisted arm with its
+    images, reading tasks (the clinical unaided read signed) and a reference
+    result; a screening entry still pending."""
+    from randomization.models import Arm
+
+    case = make_case(Arm.AI_ASSISTED)
+    clinician = users[Role.CLINICIAN_READER]
+    task = case.task()
+    reading_services.reading_task_start(actor=actor_for(clinician), task=task)
+    read = reading_services.read_sign(
+        actor=actor_for(clinician),
+        task=task,
+        phase="unaided",
+        data=valid_read("thyroid"),
+        revision=0,
+        password=PASSWORD,
+    )
+    reference = services.reference_result_record(
+        actor=actor_for(users[Role.COORDINATOR]),
+        participant=case.participant,
+        kind=ReferenceKind.THYROID_CYTOLOGY,
+        sample_date=timezone.localdate() - dt.timedelta(days=1),
+        result_date=timezone.localdate(),
+        bethesda_category=2,
+    )
+    people = {role: users[role] for role in Role.values}
+    people[Role.BLINDED_READER] = case.tasks(TaskKind.PANEL)[0].assignee
+    people[COORDINATOR_B] = coordinator_b
+    return SimpleNamespace(
+        people=people, participant=case.participant, task=task, read=read, reference=reference, pending=screen()
+    )
+
+
+def test_the_list_of_api_writes_is_every_api_write():
+    assert {write.name for write in API_WRITES} == _api_write_names()
+
+
+def test_a_caller_without_the_right_is_refused_whatever_the_body_and_nothing_is_written(write_world):
+    failures = []
+    for write in API_WRITES:
+        path = reverse(write.name, kwargs=write.url(write_world))
+        for who, user in write_world.people.items():
+            if who in write.writers:
+                continue
+            if write.name == "api-screening-list" and who == COORDINATOR_B:
+                continue  # may screen (at site B): test_it_refuses_screening_at_another_site_whatever_the_body
+            client = api_client(user)
+            for label, body in (("empty", {}), ("invalid", INVALID_BODY)):
+                before = _rows_written()
+                send = getattr(client, write.method)
+                response = send(path, body, format="multipart" if write.multipart else "json")
+                what = f"{write.method.upper()} {path} ({write.name}) as {who}, {label} body"
+                if response.status_code not in (403, 404):
+                    failures.append(f"{what}: {response.status_code} {response.content[:200]!r}")
+                    continue
+                answer = response.json()
+                if answer.get("field") or answer.get("errors"):
+                    failures.append(f"{what}: the refusal names an input field: {answer}")
+                if _rows_written() != before:
+                    failures.append(f"{what}: refused but wrote rows")
+    assert not failures, "\n".join(failures)
+
+
+def test_an_anonymous_caller_is_asked_to_log_in_whatever_the_body(write_world):
+    client = api_client(None)
+    for write in API_WRITES:
+        path = reverse(write.name, kwargs=write.url(write_world))
+        for body in ({}, INVALID_BODY):
+            response = getattr(client, write.method)(path, body, format="multipart" if write.multipart else "json")
+            assert response.status_code == 401, (write.name, response.content)
+
+
+def test_it_refuses_screening_at_another_site_whatever_the_body(coordinator_b, site_a):
+    """The site is named in the body: a coordinator of site B naming site A
+    is refused (404) whatever the rest says; naming no valid site is an
+    input error (400): they may screen, at their own site."""
+    client = api_client(coordinator_b)
+    for body in ({"site": site_a.pk}, {**INVALID_BODY, "site": site_a.pk}):
+        response = client.post("/api/v1/screening/", body, format="json")
+        assert response.status_code == 404, response.content
+    response = client.post("/api/v1/screening/", {}, format="json")
+    assert response.status_code == 400
+    assert "site" in response.json()
+    assert not ScreeningEntry.objects.exists()

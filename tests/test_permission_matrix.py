@@ -14,7 +14,10 @@ for a signed-in user: the wrong method) and with its write method and a
 valid body where it needs one: refused (401/403/404, or the login page) for
 whoever may not write, and nothing written (no row of any model); a writer
 whose request would succeed is left to the focused tests, one whose empty
-body is refused gets 400.
+body is refused gets 400. Whoever is refused with the valid body is refused
+the same way with an empty and with an invalid body: the right to write is
+checked before the input, so a refusal tells nothing of the input's rules
+(test_a_refusal_does_not_depend_on_the_body).
 
 The Django admin is its own rule (the trial admin's site, test_admin.py):
 the index for every caller, and the enumeration of its patterns is left
@@ -178,6 +181,9 @@ class Row:
     method: str = "post"
     body: Body | None = None
     multipart: bool = False
+    # The statuses for an empty or invalid body where they differ from
+    # `write`'s (only where the body names the object acted on).
+    bad_body: str | None = None
 
 
 def statuses(tokens: str) -> dict[str, str]:
@@ -232,9 +238,13 @@ MATRIX: dict[str, Row] = {
     "api-trial-detail": Row("200 200 200 200 200 200 200 200 200 200 401", trial_pk),
     "api-site-list": Row("200 200 403 200 200 200 200 200 200 200 401"),
     "api-recruitment": Row("200 200 403 200 200 200 200 200 200 200 401"),
+    # The site is named in the body: the site-B coordinator, who may screen
+    # (at site B), is told of a body naming no valid site (400); one naming
+    # site A is refused (404) whatever the rest of it says.
     "api-screening-list": Row(
         "200 200 403 200 200 200 200 200 200 200 401",
         write="- 403 403 403 403 403 403 403 403 404 401",
+        bad_body="- 403 403 403 403 403 403 403 403 400 401",
         body=lambda w: {
             "site": w.participant.site_id,
             "screened_on": _today(),
@@ -532,7 +542,9 @@ def test_every_url_pattern_is_in_the_matrix():
         statuses(row.get)
         if row.write:
             statuses(row.write)
-        assert not (row.write is None and row.body), name
+        if row.bad_body:
+            statuses(row.bad_body)
+        assert not (row.write is None and (row.body or row.bad_body)), name
 
 
 def _path(name: str, row: Row, world: W) -> str:
@@ -609,4 +621,48 @@ def test_a_refused_write_is_refused_and_writes_nothing(world):
                 )
             elif (token in {"L", "AL"} or int(token) >= 400) and added:
                 failures.append(f"{row.method.upper()} {path} ({name}) as {who}: refused but wrote {added} rows")
+    assert not failures, "\n".join(failures)
+
+
+REFUSALS = {"401", "403", "404", "L", "AL"}
+
+
+def _invalid(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with every value of the wrong kind (a body-less write gets
+    an unknown field)."""
+    return {key: "?" for key in body} or {"unexpected": "?"}
+
+
+def test_a_refusal_does_not_depend_on_the_body(world):
+    """Whoever is refused a write with a valid body is refused it with an
+    empty and with an invalid one (never 400, which would tell them the
+    input's rules), and nothing is written."""
+    cache.clear()
+    failures = []
+    for name, row in MATRIX.items():
+        if row.write is None:
+            continue
+        path = _path(name, row, world)
+        valid = row.body(world) if row.body else {}
+        expected = statuses(row.bad_body or row.write)
+        for who, token in statuses(row.write).items():
+            if token not in REFUSALS:
+                continue
+            for label, body in (("empty", {}), ("invalid", _invalid(valid))):
+                client = client_for(world, who)
+                before = written()
+                send = getattr(client, row.method)
+                if row.multipart:
+                    response = send(path, body)
+                else:
+                    response = send(path, json.dumps(body), content_type="application/json")
+                added = written() - before
+                want = expected[who]
+                if not _matches(want, response, path):
+                    failures.append(
+                        f"{row.method.upper()} {path} ({name}) as {who}, {label} body: {_describe(response)}, "
+                        f"expected {want}"
+                    )
+                elif added:
+                    failures.append(f"{row.method.upper()} {path} ({name}) as {who}, {label} body: wrote {added} rows")
     assert not failures, "\n".join(failures)

@@ -1,8 +1,11 @@
 """REST API for enrollment and the audit trail, under /api/v1/.
 
-One view per endpoint: validate the input → read through a selector (scoping:
-403/404) → call one service → serialize. Domain errors become 400/403/409
-with a message (see `exception_handler`).
+One view per endpoint: read through a selector (scoping: 403/404) → check
+that the caller may make this write there (`authorize_first`, the service's
+own rule) → validate the input → call one service → serialize. A caller who
+may not write gets 403/404 whatever the body, and learns nothing of the
+input's rules. Domain errors become 400/403/409 with a message (see
+`exception_handler`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from trial import selectors, services
 from trial.actors import Actor
 from trial.errors import DomainError, RuleViolation
 from trial.middleware import DATABASE_ERRORS, RETRY_AFTER_SECONDS, database_unavailable_message
+from trial.models import Site, Trial
 from trial.permissions import Capability
 from trial.serializers import (
     AuditEventSerializer,
@@ -51,6 +55,7 @@ from trial.serializers import (
     WithdrawalSerializer,
     WithdrawInput,
 )
+from trial.services.checks import authorize
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +108,19 @@ def _validated(serializer_class: type, data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+def authorize_first(request: Request, capability: Capability, *, trial: Trial, site: Site | None) -> None:
+    """Before a write's body is validated: whether the caller may make this
+    write here, by the service's own rule (trial.services.checks.authorize:
+    a role with the capability at this trial, and at this site or trial-wide),
+    so that a caller who may not gets 403 whatever the body. The service
+    checks again when it writes."""
+    authorize(Actor.from_request(request), capability, trial=trial, site=site)
+
+
+class _SiteInput(serializers.Serializer):
+    site = serializers.IntegerField(help_text="Site id")
 
 
 def _user_by_id(user_id: int, field: str) -> Any:
@@ -217,13 +235,18 @@ class ScreeningListCreateApi(APIView):
         responses={201: ScreeningEntrySerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
+        # The site is named in the body: no SCREEN anywhere → 403; then the
+        # site alone, outside the caller's sites → 404; only then the rest.
+        selectors.require_capability(request.user, Capability.SCREEN)
+        site = selectors.site_get(request.user, _validated(_SiteInput, request.data)["site"], Capability.SCREEN)
+        authorize_first(request, Capability.SCREEN, trial=site.trial, site=site)
         data = _validated(ScreeningCreateInput, request.data)
         key_header = request.headers.get("Idempotency-Key", "")
         try:
             submission_key = uuid.UUID(key_header) if key_header else None
         except ValueError as error:
             raise ValidationError({"Idempotency-Key": "Must be a UUID."}) from error
-        site = selectors.site_get(request.user, data.pop("site"), Capability.SCREEN)
+        data.pop("site")
         entry = services.screening_create(
             actor=Actor.from_request(request), site=site, submission_key=submission_key, **data
         )
@@ -240,6 +263,7 @@ class ScreeningCorrectApi(APIView):
     @extend_schema(request=ScreeningCorrectInput, responses={200: ScreeningEntrySerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         entry = selectors.screening_get(request.user, pk)
+        authorize_first(request, Capability.SCREEN, trial=entry.trial, site=entry.site)
         data = _validated(ScreeningCorrectInput, request.data)
         reason = data.pop("reason")
         entry = services.screening_correct(actor=Actor.from_request(request), entry=entry, changes=data, reason=reason)
@@ -250,6 +274,7 @@ class EligibilityApi(APIView):
     @extend_schema(request=EligibilityInput, responses={200: ScreeningEntrySerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         entry = selectors.screening_get(request.user, pk)
+        authorize_first(request, Capability.ENROLL, trial=entry.trial, site=entry.site)
         data = _validated(EligibilityInput, request.data)
         services.eligibility_assess(
             actor=Actor.from_request(request), entry=entry, answers=data["answers"], reason=data.get("reason", "")
@@ -261,6 +286,7 @@ class ScreeningCloseApi(APIView):
     @extend_schema(request=ScreeningCloseInput, responses={200: ScreeningEntrySerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         entry = selectors.screening_get(request.user, pk)
+        authorize_first(request, Capability.ENROLL, trial=entry.trial, site=entry.site)
         data = _validated(ScreeningCloseInput, request.data)
         entry = services.screening_close(actor=Actor.from_request(request), entry=entry, **data)
         return Response(ScreeningEntrySerializer(entry).data)
@@ -270,6 +296,7 @@ class EnrollApi(APIView):
     @extend_schema(request=EnrollInput, responses={201: ParticipantSerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         entry = selectors.screening_get(request.user, pk)
+        authorize_first(request, Capability.ENROLL, trial=entry.trial, site=entry.site)
         data = _validated(EnrollInput, request.data)
         participant = services.participant_enroll(
             actor=Actor.from_request(request),
@@ -317,6 +344,7 @@ class WithdrawApi(APIView):
     @extend_schema(request=WithdrawInput, responses={201: WithdrawalSerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         participant = selectors.participant_get(request.user, pk)
+        authorize_first(request, Capability.WITHDRAW, trial=participant.trial, site=participant.site)
         data = _validated(WithdrawInput, request.data)
         withdrawal = services.participant_withdraw(actor=Actor.from_request(request), participant=participant, **data)
         return Response(WithdrawalSerializer(withdrawal).data, status=status.HTTP_201_CREATED)
@@ -326,6 +354,7 @@ class ConsentRenewApi(APIView):
     @extend_schema(request=ConsentRenewInput, responses={201: ConsentSerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         participant = selectors.participant_get(request.user, pk)
+        authorize_first(request, Capability.ENROLL, trial=participant.trial, site=participant.site)
         data = _validated(ConsentRenewInput, request.data)
         consent = services.consent_renew(
             actor=Actor.from_request(request),
@@ -347,6 +376,7 @@ class ReferenceResultListCreateApi(APIView):
     @extend_schema(request=ReferenceResultInput, responses={201: ReferenceResultSerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         participant = selectors.participant_get(request.user, pk)
+        authorize_first(request, Capability.RECORD_REFERENCE_STANDARD, trial=participant.trial, site=participant.site)
         data = _validated(ReferenceResultInput, request.data)
         result = services.reference_result_record(actor=Actor.from_request(request), participant=participant, **data)
         return Response(ReferenceResultSerializer(result).data, status=status.HTTP_201_CREATED)
@@ -357,6 +387,7 @@ class ReferenceResultCorrectApi(APIView):
     def post(self, request: Request, pk: int, result_pk: int) -> Response:
         participant = selectors.participant_get(request.user, pk)
         result = selectors.reference_result_get(request.user, participant, result_pk)
+        authorize_first(request, Capability.RECORD_REFERENCE_STANDARD, trial=participant.trial, site=participant.site)
         data = _validated(ReferenceResultCorrectInput, request.data)
         reason = data.pop("reason")
         result = services.reference_result_correct(
