@@ -61,7 +61,7 @@ from readings import services as reading_services
 from readings.models import Phase, Read, ReadingTask, ReadStatus, TaskKind, TaskStatus
 from trial import services
 from trial.actors import Actor
-from trial.demo_protocol import COVARIATES, ELIGIBILITY_CRITERIA
+from trial.demo_protocol import ELIGIBILITY_CRITERIA, create_trial
 from trial.models import (
     Bethesda,
     CervicalHistology,
@@ -325,23 +325,12 @@ def _user(username: str) -> Any:
 def _set_up(config: SimulationConfig, prefix: str, today: dt.date) -> tuple[Trial, _People, list[Any]]:
     system = Actor.system("simulate_trial")
     start = today - dt.timedelta(days=TRIAL_DAYS)
-    trial = services.trial_create(
+    trial = create_trial(
         actor=system,
         code=config.trial_code,
         title="AI second opinion for colposcopy and thyroid ultrasound: a simulated trial",
-        registry_id="ISRCTN00000000",
-        indications=[Indication.CERVICAL, Indication.THYROID],
         planned_sample_size=config.participants,
         start_date=start,
-        stratification_covariates=COVARIATES,
-    )
-    services.protocol_version_add(
-        actor=system,
-        trial=trial,
-        version="1.0",
-        effective_date=start - dt.timedelta(days=10),
-        consent_form_version="1.0",
-        eligibility_criteria=ELIGIBILITY_CRITERIA,
     )
     sites: dict[str, Site] = {}
     for code, name, country, share in SITES:

@@ -83,7 +83,14 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from randomization_concurrency import build_trial, enroll_one, percentile, recreate_database, start_django
+from randomization_concurrency import (
+    add_accepted_image_rows,
+    build_trial,
+    enroll_one,
+    percentile,
+    recreate_database,
+    start_django,
+)
 from redis.exceptions import RedisError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,10 +260,9 @@ class Setup:
         gets an accepted image row and its reading tasks by rule."""
         from django.db import transaction
 
-        from imaging.models import Image, ImageKind, ImageStatus
         from randomization.services import participant_randomize
         from readings.services import reading_tasks_ensure
-        from trial.models import Indication, Participant
+        from trial.models import Participant
 
         chosen = [pk for index, pk in enumerate(sorted(participant_ids)) if index % 3 != 2]
         started = time.perf_counter()
@@ -269,22 +275,7 @@ class Setup:
                 for participant in participants:
                     coordinator = self.coordinators[self.owners[participant.pk]]
                     participant_randomize(actor=self.actor(coordinator), participant=participant)
-                Image.objects.bulk_create(
-                    Image(
-                        participant=participant,
-                        trial_id=participant.trial_id,
-                        site_id=participant.site_id,
-                        status=ImageStatus.ACCEPTED,
-                        kind=(
-                            ImageKind.ULTRASOUND
-                            if participant.indication == Indication.THYROID
-                            else ImageKind.PHOTOGRAPH
-                        ),
-                        source_sha256=f"{participant.pk:064x}",
-                        uploaded_by=self.coordinators[self.owners[participant.pk]],
-                    )
-                    for participant in participants
-                )
+                add_accepted_image_rows(participants, lambda p: self.coordinators[self.owners[p.pk]])
                 for participant in participants:
                     reading_tasks_ensure(participant_id=participant.pk)
             self.randomized.extend(batch)

@@ -37,6 +37,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -126,6 +127,26 @@ def enroll_one(site: Any, user: Any, rng: random.Random) -> Any:
         form_version="1.0",
         consented_at=timezone.now() - dt.timedelta(minutes=5),
         taken_by=user,
+    )
+
+
+def add_accepted_image_rows(participants: Iterable[Any], uploaded_by: Callable[[Any], Any]) -> None:
+    """One accepted image row (no pixels: lists and worklists need rows, not
+    files) for each participant, uploaded by `uploaded_by(participant)`."""
+    from imaging.models import Image, ImageKind, ImageStatus
+    from trial.models import Indication
+
+    Image.objects.bulk_create(
+        Image(
+            participant=participant,
+            trial_id=participant.trial_id,
+            site_id=participant.site_id,
+            status=ImageStatus.ACCEPTED,
+            kind=ImageKind.ULTRASOUND if participant.indication == Indication.THYROID else ImageKind.PHOTOGRAPH,
+            source_sha256=f"{participant.pk:064x}",
+            uploaded_by=uploaded_by(participant),
+        )
+        for participant in participants
     )
 
 

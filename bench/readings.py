@@ -67,7 +67,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from randomization_concurrency import build_trial, percentile, recreate_database, start_django
+from randomization_concurrency import add_accepted_image_rows, build_trial, percentile, recreate_database, start_django
 
 PASSWORD = "bench-reader-password-2718"
 SOURCE_FILE = "examples_ybr_color.dcm"
@@ -254,9 +254,8 @@ class Setup:
         tasks by rule, until `cases` participants have an image."""
         from django.db import transaction
 
-        from imaging.models import Image, ImageKind, ImageStatus
         from readings.services import reading_tasks_ensure
-        from trial.models import Indication, Participant
+        from trial.models import Participant
 
         todo = [pk for pk in self.participant_ids if pk not in self.with_image][: cases - len(self.with_image)]
         started = time.perf_counter()
@@ -264,22 +263,7 @@ class Setup:
             batch = todo[first : first + BATCH]
             with transaction.atomic():
                 participants = Participant.objects.filter(pk__in=batch).select_related("screening")
-                Image.objects.bulk_create(
-                    Image(
-                        participant=participant,
-                        trial_id=participant.trial_id,
-                        site_id=participant.site_id,
-                        status=ImageStatus.ACCEPTED,
-                        kind=(
-                            ImageKind.ULTRASOUND
-                            if participant.indication == Indication.THYROID
-                            else ImageKind.PHOTOGRAPH
-                        ),
-                        source_sha256=f"{participant.pk:064x}",
-                        uploaded_by=self.coordinators[self.owners[participant.pk]],
-                    )
-                    for participant in participants
-                )
+                add_accepted_image_rows(participants, lambda p: self.coordinators[self.owners[p.pk]])
                 for pk in batch:
                     reading_tasks_ensure(participant_id=pk)
             self.with_image.update(batch)

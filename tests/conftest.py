@@ -56,12 +56,13 @@ COVARIATES = [
 SITE_SCOPED_ROLES = {Role.COORDINATOR, Role.CLINICIAN_READER, Role.PATHOLOGIST, Role.MONITOR}
 
 
-@pytest.fixture
-def trial(db: Any) -> Trial:
+def make_trial(code: str = "CONSILIUM", title: str = "AI second opinion in colposcopy and thyroid ultrasound") -> Trial:
+    """The tests' trial (both indications, CRITERIA, COVARIATES) with its
+    protocol version 1.0, through the services."""
     trial = services.trial_create(
         actor=SYSTEM,
-        code="CONSILIUM",
-        title="AI second opinion in colposcopy and thyroid ultrasound",
+        code=code,
+        title=title,
         indications=[Indication.CERVICAL, Indication.THYROID],
         planned_sample_size=400,
         start_date=dt.date(2026, 1, 5),
@@ -76,6 +77,11 @@ def trial(db: Any) -> Trial:
         eligibility_criteria=CRITERIA,
     )
     return trial
+
+
+@pytest.fixture
+def trial(db: Any) -> Trial:
+    return make_trial()
 
 
 @pytest.fixture

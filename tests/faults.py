@@ -10,7 +10,6 @@ object.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import os
@@ -215,28 +214,12 @@ def seed() -> dict[str, Any]:
     from rest_framework.authtoken.models import Token
 
     from randomization import services as randomization_services
-    from tests.conftest import COVARIATES, CRITERIA, PASSWORD, SYSTEM
+    from tests.conftest import PASSWORD, SYSTEM, make_trial
     from trial import services
-    from trial.models import Indication, Role, TrialStatus
+    from trial.models import Role, TrialStatus
 
     call_command("migrate", verbosity=0, interactive=False)
-    trial = services.trial_create(
-        actor=SYSTEM,
-        code="FAULTS",
-        title="Fault scenario",
-        indications=[Indication.CERVICAL, Indication.THYROID],
-        planned_sample_size=400,
-        start_date=dt.date(2026, 1, 5),
-        stratification_covariates=COVARIATES,
-    )
-    services.protocol_version_add(
-        actor=SYSTEM,
-        trial=trial,
-        version="1.0",
-        effective_date=dt.date(2026, 1, 1),
-        consent_form_version="1.0",
-        eligibility_criteria=CRITERIA,
-    )
+    trial = make_trial(code="FAULTS", title="Fault scenario")
     site = services.site_add(actor=SYSTEM, trial=trial, code="F01", name="Fault site", target_participants=400)
     services.trial_set_status(actor=SYSTEM, trial=trial, status=TrialStatus.RECRUITING, reason="Ethics approval")
     user = get_user_model().objects.create_user(username="fault-coordinator", password=PASSWORD)

@@ -1,10 +1,18 @@
 """The protocol of the demonstration and simulated trials (seed_demo,
-simulate_trial): eligibility criteria and stratification covariates. Made-up
-wording for demonstrations; no real trial's protocol."""
+simulate_trial): eligibility criteria and stratification covariates, and the
+trial made with them. Made-up wording for demonstrations; no real trial's
+protocol."""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from trial.models import Indication
+
+if TYPE_CHECKING:
+    from trial.actors import Actor
+    from trial.models import Trial
 
 ELIGIBILITY_CRITERIA: list[dict[str, Any]] = [
     {"code": "INC-AGE", "text": "Aged 18 years or older", "kind": "inclusion", "indication": None},
@@ -50,3 +58,30 @@ COVARIATES: list[dict[str, Any]] = [
         "indication": "thyroid",
     },
 ]
+
+
+def create_trial(*, actor: Actor, code: str, title: str, planned_sample_size: int, start_date: dt.date) -> Trial:
+    """A trial of both indications under this protocol, through the services:
+    the trial, stratified by COVARIATES, and its protocol version 1.0 in
+    effect ten days before recruitment starts."""
+    from trial import services
+
+    trial = services.trial_create(
+        actor=actor,
+        code=code,
+        title=title,
+        registry_id="ISRCTN00000000",
+        indications=[Indication.CERVICAL, Indication.THYROID],
+        planned_sample_size=planned_sample_size,
+        start_date=start_date,
+        stratification_covariates=COVARIATES,
+    )
+    services.protocol_version_add(
+        actor=actor,
+        trial=trial,
+        version="1.0",
+        effective_date=start_date - dt.timedelta(days=10),
+        consent_form_version="1.0",
+        eligibility_criteria=ELIGIBILITY_CRITERIA,
+    )
+    return trial

@@ -64,7 +64,7 @@ from readings import services as reading_services
 from readings.models import Phase, ReadingTask, TaskKind, TaskStatus
 from trial import services
 from trial.actors import Actor
-from trial.demo_protocol import COVARIATES, ELIGIBILITY_CRITERIA
+from trial.demo_protocol import ELIGIBILITY_CRITERIA, create_trial
 from trial.models import (
     Indication,
     Participant,
@@ -199,23 +199,13 @@ class Command(BaseCommand):
     def _load(self, randomized_per_site: int) -> None:
         system = Actor.system("seed_demo")
         today = timezone.localdate()
-        trial = services.trial_create(
+        # Recruitment started 150 days ago; the protocol was in effect 10 days before.
+        trial = create_trial(
             actor=system,
             code=TRIAL_CODE,
             title="AI second opinion for colposcopy and thyroid ultrasound: a randomized controlled trial (demo)",
-            registry_id="ISRCTN00000000",
-            indications=[Indication.CERVICAL, Indication.THYROID],
             planned_sample_size=300,
             start_date=today - dt.timedelta(days=150),
-            stratification_covariates=COVARIATES,
-        )
-        services.protocol_version_add(
-            actor=system,
-            trial=trial,
-            version="1.0",
-            effective_date=today - dt.timedelta(days=160),
-            consent_form_version="1.0",
-            eligibility_criteria=ELIGIBILITY_CRITERIA,
         )
         sites = {
             code: services.site_add(
